@@ -1,0 +1,224 @@
+# haul.live: set-up, quality gates and the lab. Run as root on Debian 12 or 13.
+#   make test   install everything, then sanity + lint + units + integration, with a summary
+#   make demo   bring the lab up and run the demo
+# `make help` lists every target. Nothing here uses an absolute path into the checkout.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+
+# Debian packages the controller needs (the lab builds its nodes with debootstrap and
+# compiles the static workload with gcc; ssh/rsync reach the nodes; ip/nft for the network;
+# git and shellcheck for ansible-test sanity).
+APT_PACKAGES := ca-certificates git openssh-client rsync debootstrap debian-archive-keyring \
+	gcc libc6-dev iproute2 nftables procps python3 python3-venv shellcheck
+
+# The newest Python >= 3.11 on the machine: pyenv's versions first, then the system's.
+# pyenv's shims are skipped (they fail for versions that are not pyenv's global one).
+PYTHON_CANDIDATES = $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/*/bin/python3) \
+	$(wildcard /usr/local/bin/python3.1[0-9] /usr/bin/python3.1[0-9])
+PYTHON ?= $(shell best=; bestv=0; \
+	for p in $(PYTHON_CANDIDATES); do \
+	  v=$$($$p -c 'import sys, venv, ensurepip; print(sys.version_info[0] * 100 + sys.version_info[1])' 2>/dev/null) || continue; \
+	  if [ "$$v" -ge 311 ] && [ "$$v" -gt "$$bestv" ]; then best=$$p; bestv=$$v; fi; \
+	done; echo $$best)
+
+VENV := $(ROOT)/.venv
+VENV_STAMP := $(VENV)/.haul-stamp
+REQUIREMENTS := $(ROOT)/requirements.txt $(ROOT)/requirements-constraints.txt
+# The interpreter the venv was built with; a different $(PYTHON) rebuilds it.
+VENV_BUILT_WITH := $(shell sed -n 1p $(VENV_STAMP) 2>/dev/null)
+
+BUILD := $(ROOT)/build
+# ansible-playbook and pytest use the checkout through this symlink (always current).
+COLLECTIONS := $(BUILD)/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/haul/live
+# ansible-test refuses a symlinked collection (it resolves the working directory), so it
+# runs in an rsync copy of the checkout, refreshed before every sanity run.
+ANSIBLE_TEST_COPY := $(BUILD)/ansible-test/ansible_collections/haul/live
+OUTPUT := $(ROOT)/tests/output
+LAB := $(ROOT)/tests/lab/lab
+
+# ansible-test bootstraps pip in its venvs with a script it downloads from a host we cannot
+# reach; it uses a cached copy if there is one. tests/sanity/pip_bootstrap.py stands in for it.
+ANSIBLE_TEST_CACHE := $(HOME)/.ansible/test/cache
+# python3.X links for ansible-test (see the sanity target)
+SANITY_PYTHONS := $(BUILD)/pythons
+
+# Integration subset: make integration TARGETS="criu_check cgroup_freeze"
+TARGETS ?=
+PYTEST_OPTS ?=
+
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_NOCOLOR := 1
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+
+.PHONY: help deps venv venv-stamp install collection sanity lint units integration test \
+	lab-up lab-down demo bench changelog freeze clean distclean python
+
+help:
+	@echo 'haul.live make targets:'
+	@echo '  test         install everything, run sanity, lint, units, integration; print a summary'
+	@echo '  demo         build the lab, bring it up and run tests/lab/demo.sh'
+	@echo '  install      the Debian packages in APT_PACKAGES, the .venv and build/collections'
+	@echo '  sanity       ansible-test sanity (in an rsync copy under build/ansible-test)'
+	@echo '  lint         ansible-lint --profile production'
+	@echo '  units        pytest tests/unit'
+	@echo '  integration  pytest tests/integration (lab targets; TARGETS="a b" for a subset)'
+	@echo '  lab-up       tests/lab/lab up'
+	@echo '  lab-down     tests/lab/lab down'
+	@echo '  bench        tests/bench/run (not part of make test)'
+	@echo '  changelog    antsibull-changelog lint'
+	@echo '  clean        remove build/ and tests/output/ (keeps .venv)'
+	@echo '  distclean    clean, and remove .venv'
+
+python:
+	@echo $(PYTHON)
+
+## ---- installation -------------------------------------------------------------------
+
+# apt runs only when a package is missing, so repeated runs are fast.
+deps:
+	@missing=; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "haul.live: missing Debian packages:$$missing (run as root)" >&2; exit 1; fi; \
+	  echo "haul.live: installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# A sub-make, so that $(PYTHON) is chosen after deps has installed python3-venv.
+venv: deps
+	@$(MAKE) --no-print-directory venv-stamp
+venv-stamp: $(VENV_STAMP)
+	@:
+install: venv collection
+
+ifneq ($(VENV_BUILT_WITH),$(PYTHON))
+.PHONY: $(VENV_STAMP)
+endif
+$(VENV_STAMP): $(REQUIREMENTS)
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "haul.live: no Python >= 3.11 with venv found (pyenv, python3.1x on PATH); apt-get install python3-venv" >&2; exit 1; fi
+	@echo "haul.live: building .venv with $(PYTHON) ($$($(PYTHON) --version))"
+	@if [ -e $(VENV) ] && [ "$$(sed -n 1p $(VENV_STAMP) 2>/dev/null)" != "$(PYTHON)" ]; then rm -rf $(VENV); fi
+	@rm -f $(VENV_STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements.txt -c $(ROOT)/requirements-constraints.txt
+	@echo "$(PYTHON)" > $(VENV_STAMP)
+
+# Pin the venv's current transitive dependencies (after changing requirements.txt).
+freeze: venv
+	@{ echo "# Transitive pins for requirements.txt (a pip freeze of .venv on Python 3.13, checked on 3.11 too)."; \
+	  echo "# Regenerate: make freeze"; \
+	  $(VENV)/bin/python -m pip freeze | grep -v -i -E '^(ansible-core|ansible-lint|antsibull-changelog|jmespath|pytest)=='; \
+	} > $(ROOT)/requirements-constraints.txt
+
+collection:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@if [ ! -L $(COLLECTION_LINK) ] || [ "$$(readlink $(COLLECTION_LINK))" != ../../../.. ]; then \
+	  rm -rf $(COLLECTION_LINK); ln -s ../../../.. $(COLLECTION_LINK); fi
+
+## ---- quality gates ------------------------------------------------------------------
+
+sanity: venv collection
+	@mkdir -p $(ANSIBLE_TEST_COPY) $(ANSIBLE_TEST_CACHE)
+	@# the copy: what git would list (.gitignore honoured), minus ansible-test's own output
+	rsync -a --delete --exclude=/.git --exclude=/tests/output --filter=':- .gitignore' $(ROOT)/ $(ANSIBLE_TEST_COPY)/
+	@# its own (empty) git repository: else ansible-test finds the checkout's .git above it,
+	@# where build/ is ignored, and tests nothing
+	@test -d $(ANSIBLE_TEST_COPY)/.git || git -C $(ANSIBLE_TEST_COPY) init -q
+	@pipv=$$($(VENV)/bin/python -c 'from ansible_test._internal.python_requirements import get_venv_packages as g; \
+	  print(g(type("P", (), {"version": "x"})())["pip"])'); \
+	  cache=$(ANSIBLE_TEST_CACHE)/get_pip_$${pipv//./_}.py; \
+	  if ! ls $(ANSIBLE_TEST_CACHE)/pip-$$pipv-*.whl >/dev/null 2>&1; then \
+	    $(VENV)/bin/python -m pip download -q --no-deps -d $(ANSIBLE_TEST_CACHE) pip==$$pipv; fi; \
+	  if [ ! -e $$cache ] || grep -q haul.live $$cache; then cp $(ROOT)/tests/sanity/pip_bootstrap.py $$cache; fi
+	@# every Python 3 on the machine as python3.X on PATH (pyenv's shims fail for all but one
+	@# version), so that compile and import run for each version the modules support (>= 3.9)
+	@rm -rf $(SANITY_PYTHONS); mkdir -p $(SANITY_PYTHONS); \
+	  for p in $(VENV)/bin/python $(PYTHON_CANDIDATES); do \
+	    v=$$($$p -c 'import sys, venv; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue; \
+	    [ -e $(SANITY_PYTHONS)/python$$v ] || ln -s $$p $(SANITY_PYTHONS)/python$$v; \
+	  done
+	cd $(ANSIBLE_TEST_COPY) && env -u ANSIBLE_COLLECTIONS_PATH PATH=$(SANITY_PYTHONS):$$PATH \
+	  $(VENV)/bin/ansible-test sanity --venv --requirements --color no $(SANITY_OPTS)
+
+lint: venv collection
+	cd $(ROOT) && $(VENV)/bin/ansible-lint --profile production --nocolor
+
+units: venv collection
+	@mkdir -p $(OUTPUT)/junit
+	cd $(ROOT) && PYTHONPATH=$(COLLECTIONS)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/python -m pytest \
+	  -p no:cacheprovider --import-mode=importlib --junitxml=$(OUTPUT)/junit/units.xml tests/unit $(PYTEST_OPTS); \
+	  rc=$$?; [ $$rc = 5 ] && { echo "haul.live: no unit tests collected" >&2; rc=0; }; exit $$rc
+
+integration: venv collection
+	@mkdir -p $(OUTPUT)/junit
+	cd $(ROOT) && HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs \
+	  -p no:cacheprovider --junitxml=$(OUTPUT)/junit/integration.xml tests/integration $(PYTEST_OPTS)
+
+# Every gate runs even when an earlier one failed; each one's result and time is reported.
+test:
+	@mkdir -p $(OUTPUT)
+	@rm -f $(OUTPUT)/junit/units.xml $(OUTPUT)/junit/integration.xml
+	@declare -A res dur; failed_gates=0; \
+	gate() { local name=$$1 start=$$SECONDS; shift; \
+	  echo; echo "==== haul.live: $$name ===="; \
+	  if "$$@"; then res[$$name]=ok; else res[$$name]=FAILED; failed_gates=$$((failed_gates + 1)); fi; \
+	  dur[$$name]=$$((SECONDS - start)); \
+	  echo "==== haul.live: $$name $${res[$$name]} ($${dur[$$name]} s) ===="; }; \
+	gate install $(MAKE) --no-print-directory install; \
+	if [ "$${res[install]}" = ok ]; then \
+	  gate sanity $(MAKE) --no-print-directory sanity; \
+	  gate lint $(MAKE) --no-print-directory lint; \
+	  gate units $(MAKE) --no-print-directory units; \
+	  gate integration $(MAKE) --no-print-directory integration; \
+	fi; \
+	counts() { [ -f "$$1" ] || { echo "0 0 0"; return; }; $(VENV)/bin/python -c 'import sys, xml.etree.ElementTree as E; \
+	  r = E.parse(sys.argv[1]).getroot(); s = [r] if r.tag == "testsuite" else list(r); \
+	  n = lambda k: sum(int(x.get(k, 0)) for x in s); f = n("failures") + n("errors"); k = n("skipped"); \
+	  print(n("tests") - f - k, f, k)' "$$1"; }; \
+	read u_p u_f u_s <<< "$$(counts $(OUTPUT)/junit/units.xml)"; \
+	read i_p i_f i_s <<< "$$(counts $(OUTPUT)/junit/integration.xml)"; \
+	desc() { local g=$$1 p=$$2 f=$$3 s=$$4 r=$${res[$$1]:-not run}; \
+	  if [ -n "$$p" ] && [ "$$r" != "not run" ]; then r="$$r: $$p passed"; [ "$$f" != 0 ] && r="$$r $$f failed"; [ "$$s" != 0 ] && r="$$r $$s skipped"; fi; \
+	  echo "$$g $$r ($${dur[$$g]:-0} s)"; }; \
+	echo; \
+	echo "haul.live: install $${res[install]} ($${dur[install]} s), $$(desc sanity), $$(desc lint), $$(desc units $$u_p $$u_f $$u_s), $$(desc integration $$i_p $$i_f $$i_s)"; \
+	passed=$$((u_p + i_p)); failed=$$((u_f + i_f)); skipped=$$((u_s + i_s)); \
+	for g in install sanity lint units integration; do \
+	  case "$${res[$$g]:-not run}" in ok) ;; *) [ "$$g" = units ] && [ "$$u_f" != 0 ] && continue; \
+	    [ "$$g" = integration ] && [ "$$i_f" != 0 ] && continue; failed=$$((failed + 1));; esac; done; \
+	if [ "$$skipped" != 0 ]; then echo "$$passed passed, $$failed failed, $$skipped skipped"; else echo "$$passed passed, $$failed failed"; fi; \
+	[ "$$failed_gates" = 0 ]
+
+changelog: venv
+	cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint
+
+## ---- the lab ------------------------------------------------------------------------
+
+lab-up: deps
+	$(LAB) up
+
+lab-down:
+	$(LAB) down
+
+demo: install
+	@test -x $(ROOT)/tests/lab/demo.sh || { echo "haul.live: tests/lab/demo.sh is missing" >&2; exit 1; }
+	cd $(ROOT) && tests/lab/demo.sh
+
+bench: install
+	@test -x $(ROOT)/tests/bench/run || { echo "haul.live: tests/bench/run does not exist yet (the benchmark comes with a later issue)" >&2; exit 1; }
+	cd $(ROOT) && tests/bench/run
+
+clean:
+	rm -rf $(BUILD) $(OUTPUT)
+
+distclean: clean
+	rm -rf $(VENV)

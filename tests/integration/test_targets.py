@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Runs the integration targets of tests/integration/targets/ on the lab, one pytest test each.
+
+For each target NAME (a directory with ``tasks/main.yml``), sorted by name::
+
+    ansible-playbook -i "$(tests/lab/lab inventory)" tests/integration/run_target.yml -e haul_target=NAME
+
+with ANSIBLE_COLLECTIONS_PATH=build/collections, where ``ansible_collections/haul/live`` is a
+symlink to the checkout. The lab is brought up first (``tests/lab/lab up`` is idempotent).
+
+- A nonzero exit fails the test with the tail of the output.
+- A target that prints ``HAUL_SKIP: <reason>`` with ``ansible.builtin.debug`` (and exits 0) is
+  reported as skipped with that reason.
+- A target whose ``aliases`` has a line ``disabled`` is skipped, unless it is named in
+  HAUL_TARGETS (``make integration TARGETS="a b"`` runs only those).
+- The full output of each target goes to tests/output/integration/NAME.log.
+
+See docs/development.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / 'tests' / 'lab' / 'lab'
+TARGETS_DIR = REPO / 'tests' / 'integration' / 'targets'
+PLAYBOOK = REPO / 'tests' / 'integration' / 'run_target.yml'
+COLLECTIONS = REPO / 'build' / 'collections'
+OUTPUT = REPO / 'tests' / 'output' / 'integration'
+
+LAB_UP_TIMEOUT = int(os.environ.get('HAUL_LAB_UP_TIMEOUT', '1200'))
+TARGET_TIMEOUT = int(os.environ.get('HAUL_TARGET_TIMEOUT', '1800'))
+TAIL_LINES = 60
+
+# The skip convention: a debug task whose msg starts with "HAUL_SKIP:". ansible-playbook prints
+# it as   "msg": "HAUL_SKIP: <reason>"
+SKIP_RE = re.compile(r'^\s*"msg": "HAUL_SKIP:\s*(.*?)"\s*,?\s*$', re.MULTILINE)
+
+
+def aliases(target):
+    """The alias lines of a target (comments and blank lines dropped)."""
+    path = TARGETS_DIR / target / 'aliases'
+    if not path.is_file():
+        return []
+    words = []
+    for line in path.read_text().splitlines():
+        line = line.split('#', 1)[0].strip()
+        if line:
+            words.append(line)
+    return words
+
+
+def discover():
+    """pytest params for every target, in name order, honouring HAUL_TARGETS and ``disabled``."""
+    found = []
+    if TARGETS_DIR.is_dir():
+        found = sorted(d.name for d in TARGETS_DIR.iterdir() if (d / 'tasks' / 'main.yml').is_file())
+    wanted = os.environ.get('HAUL_TARGETS', '').split()
+    if wanted:
+        # an unknown name is kept, so that its test fails and says so
+        return [pytest.param(name, id=name) for name in wanted]
+    params = []
+    for name in found:
+        marks = []
+        if 'disabled' in aliases(name):
+            marks.append(pytest.mark.skip(reason='%s: disabled in its aliases file' % name))
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def tail(text, lines=TAIL_LINES):
+    return '\n'.join(text.rstrip('\n').splitlines()[-lines:])
+
+
+def run(cmd, timeout, env=None, log=None):
+    """Run cmd in its own process group; return (rc, output). The group is killed on timeout."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out = proc.communicate(timeout=timeout)[0]
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0]
+        rc = None
+    text = out.decode('utf-8', 'replace')
+    if rc is None:
+        text += '\n[haul.live] timed out after %d s\n' % timeout
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text('$ %s\n[haul.live] rc=%s, %.1f s\n\n%s' % (
+            ' '.join(cmd), rc, time.monotonic() - start, text))
+    return rc, text
+
+
+def ansible_playbook():
+    local = Path(sys.executable).parent / 'ansible-playbook'
+    return str(local) if local.exists() else (shutil.which('ansible-playbook') or 'ansible-playbook')
+
+
+def ensure_collection_link():
+    link = COLLECTIONS / 'ansible_collections' / 'haul' / 'live'
+    if not os.path.lexists(link):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.join('..', '..', '..', '..'), link)
+    assert link.resolve() == REPO, '%s must point to %s (make collection)' % (link, REPO)
+
+
+@pytest.fixture(scope='session')
+def lab_inventory():
+    """Bring the lab up (idempotent) and return its inventory path."""
+    rc, out = run([str(LAB), 'up'], LAB_UP_TIMEOUT, log=OUTPUT / 'lab-up.log')
+    if rc != 0:
+        pytest.fail('tests/lab/lab up exited %s (full output: %s):\n%s'
+                    % (rc, OUTPUT / 'lab-up.log', tail(out)), pytrace=False)
+    rc, out = run([str(LAB), 'inventory'], 120)
+    if rc != 0 or not out.strip():
+        pytest.fail('tests/lab/lab inventory exited %s:\n%s' % (rc, tail(out)), pytrace=False)
+    inventory = out.strip().splitlines()[-1].strip()
+    assert os.path.exists(inventory), 'lab inventory %s does not exist' % inventory
+    return inventory
+
+
+@pytest.mark.parametrize('target', discover())
+def test_target(target, lab_inventory):
+    if not (TARGETS_DIR / target / 'tasks' / 'main.yml').is_file():
+        pytest.fail('no integration target %r: tests/integration/targets/%s/tasks/main.yml is missing'
+                    % (target, target), pytrace=False)
+    ensure_collection_link()
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        ANSIBLE_NOCOLOR='1',
+        ANSIBLE_FORCE_COLOR='0',
+        ANSIBLE_RETRY_FILES_ENABLED='0',
+        PYTHONUNBUFFERED='1',
+    )
+    env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), env.get('PATH', os.defpath)])
+    log = OUTPUT / ('%s.log' % target)
+    cmd = [ansible_playbook(), '-i', lab_inventory, str(PLAYBOOK), '-e', 'haul_target=%s' % target]
+    rc, out = run(cmd, TARGET_TIMEOUT, env=env, log=log)
+    if rc != 0:
+        pytest.fail('target %s: ansible-playbook exited %s (full output: %s); last lines:\n%s'
+                    % (target, rc, log.relative_to(REPO), tail(out)), pytrace=False)
+    skips = [json.loads('"%s"' % reason) for reason in SKIP_RE.findall(out)]
+    if skips:
+        pytest.skip('%s: %s' % (target, '; '.join(skips)))
