@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: report_line
+short_description: Format one migration result as a line of the haul.live report table
+version_added: 0.1.0
+author: haul.live developers (@haul-live)
+description:
+  - Formats a C(migrate_result) (see the M(haul.live.migrate) role) as one line - name,
+    source -> destination, strategy, frozen ms, bytes, result, and for a failure the step and
+    the message.
+options:
+  _input:
+    description: A migration result.
+    type: dict
+    required: true
+'''
+
+EXAMPLES = r'''
+- name: Print a row
+  ansible.builtin.debug:
+    msg: "{{ migrate_result | haul.live.report_line }}"
+'''
+
+RETURN = r'''
+_value:
+  description: The line.
+  type: str
+'''
+
+
+def _human(n):
+    n = float(n or 0)
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB':
+            return ('%d %s' % (n, unit)) if unit == 'B' else ('%.1f %s' % (n, unit))
+        n /= 1024.0
+    return '%d' % n
+
+
+def report_line(row):
+    row = row or {}
+    result = row.get('result', '?')
+    if result == 'failed':
+        result = 'FAILED at %s: %s' % (row.get('step') or '?', row.get('msg') or '')
+    return '%-20s %-26s %-9s %9s %12s  %s' % (
+        row.get('name', '?'), '%s -> %s' % (row.get('source', '?'), row.get('destination', '?')),
+        row.get('strategy', '?'), row.get('frozen_ms', 0), _human(row.get('bytes', 0)), result)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {'report_line': report_line}

@@ -1,0 +1,307 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: handoff
+short_description: Move a container to another host in one critical section, with rollback
+version_added: 0.1.0
+description:
+  - Runs on the source host. Drives the whole critical section of a stop-and-copy migration
+    directly between the two hosts, so that the time the container is frozen holds no Ansible
+    round trip - freeze and dump (M(haul.live.criu_dump)), rsync of the images and of the root
+    filesystem's last changes (M(haul.live.image_sync)), restore on the destination, confirm.
+  - The destination must already run M(haul.live.criu_restore) with its O(haul.live.criu_restore#module:handoff)
+    option, as an async task started before this one. This module talks to it over one SSH
+    session (relaying commands to its control directory) and every transfer reuses that
+    connection.
+  - "The rollback guarantee: the destination restores the container stopped and resumes it only when
+    this module says commit. Until then any failure - dump, sync, restore, a timeout, a lost
+    destination, the task being interrupted - thaws the source and makes the destination kill its
+    copy. After commit the source never resumes; it is killed, and its images removed, once the
+    destination reports the container running."
+  - If the confirmation is lost after commit, the source stays frozen and the module fails saying
+    so. Running the play again finds where the container runs and finishes the job.
+author:
+  - haul.live developers (@haul-live)
+options:
+  cgroup:
+    description:
+      - The container's cgroup (v2), relative to the cgroup2 root (V(haul/web1)) or absolute.
+      - Exactly one of O(cgroup) and O(pid) is required.
+    type: str
+  pid:
+    description: The host pid of the container's pid-namespace init.
+    type: int
+  name:
+    description: The container's name. Defaults to the name of its cgroup.
+    type: str
+  images_dir:
+    description: Images directory on this host. Created with mode 0700, removed after success.
+    type: path
+    required: true
+  handoff_id:
+    description:
+      - The id of this attempt, the same as the destination's O(haul.live.criu_restore#module:handoff.id).
+        Use a new one for every attempt.
+    type: str
+    required: true
+  dest_host:
+    description: The destination host, as this host reaches it over SSH.
+    type: str
+    required: true
+  dest_user:
+    description: The SSH user on the destination.
+    type: str
+    default: root
+  dest_images_dir:
+    description: Images directory on the destination. Defaults to O(images_dir).
+    type: path
+  ssh_key:
+    description: Private key on this host for SSH to the destination (for example a per-run key).
+    type: path
+  ssh_port:
+    description: SSH port of the destination.
+    type: int
+  ssh_options:
+    description: Extra SSH options, each C(Key=Value).
+    type: list
+    elements: str
+    default: []
+  connect_timeout:
+    description: Seconds to wait for the SSH connection and for the destination to be ready.
+    type: int
+    default: 10
+  timeout:
+    description:
+      - Seconds each phase may take (dump, transfer, restore, confirm) before the migration is
+        rolled back.
+    type: int
+    default: 300
+  root:
+    description: The container's root directory on this host. Found from C(/proc) when not given.
+    type: path
+  sync_rootfs:
+    description:
+      - Send the last changes of the root directory inside the critical section (to the same path
+        on the destination, or O(rootfs_dest)). Sync it beforehand with M(haul.live.image_sync)
+        while the container runs, so that only a small delta is left.
+    type: bool
+    default: true
+  rootfs_dest:
+    description: Root directory on the destination. Defaults to the same path as on this host.
+    type: path
+  bwlimit_kib:
+    description: Bandwidth limit for the transfers, in KiB/s.
+    type: int
+  external:
+    description: CRIU external resources (C(--external)), as for M(haul.live.criu_dump).
+    type: list
+    elements: str
+    default: ['mnt[]:m']
+  network_lock:
+    description: How CRIU locks the container's network during the freeze.
+    type: str
+    choices: [nftables, iptables, skip]
+    default: nftables
+  tcp_established:
+    description: Checkpoint established TCP connections (CRIU C(--tcp-established)).
+    type: bool
+    default: false
+  manage_cgroups_mode:
+    description: CRIU's cgroup management mode.
+    type: str
+    choices: [soft, full, strict, ignore]
+    default: soft
+  freeze_timeout:
+    description: Seconds to wait for the cgroup to freeze or thaw.
+    type: int
+    default: 10
+  keep_images:
+    description: Keep the source's images after a successful migration (for debugging).
+    type: bool
+    default: false
+  criu_path:
+    description: The criu binary. Found on C(PATH) when not given.
+    type: path
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+    support: full
+    details:
+      - In check mode the container is identified and the destination's readiness is not awaited; nothing is frozen.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+    support: none
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
+    details:
+      - Once the container has moved, it no longer runs here and the module reports no change.
+notes:
+  - Run it as root, as an async task (C(async), C(poll)), so that it finishes or rolls back on its
+    own even if the controller goes away.
+  - The role M(haul.live.migrate) wires the two sides together; use it rather than this module alone.
+seealso:
+  - module: haul.live.criu_restore
+  - module: haul.live.criu_dump
+  - module: haul.live.image_sync
+'''
+
+EXAMPLES = r'''
+- name: Start the receiving side on the destination
+  haul.live.criu_restore:
+    images_dir: /var/lib/haul/images/web1
+    name: web1
+    cgroup: haul/web1
+    handoff:
+      id: "20261125-1"
+      timeout: 300
+  delegate_to: node2
+  async: 600
+  poll: 0
+  register: receiver
+
+- name: Move web1 from here to node2
+  haul.live.handoff:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1
+    handoff_id: "20261125-1"
+    dest_host: 198.18.0.12
+    ssh_key: /root/.ssh/haul-run
+  delegate_to: node1
+  async: 600
+  poll: 1
+  register: moved
+
+- name: Show how long web1 was frozen
+  ansible.builtin.debug:
+    msg: "{{ moved.frozen_ms }} ms"
+'''
+
+RETURN = r'''
+name:
+  description: The container's name.
+  returned: success
+  type: str
+  sample: web1
+pid:
+  description: Host pid of the container's init on the destination.
+  returned: success
+  type: int
+source_pid:
+  description: Host pid of the container's init on the source (now killed).
+  returned: success
+  type: int
+frozen_ms:
+  description: Time the container was frozen, from the start of the dump until the destination reported it running.
+  returned: success and failure
+  type: int
+  sample: 412
+timings_ms:
+  description: C(prepare), C(dump), C(sync), C(restore), C(resume), C(frozen) and C(total), in milliseconds.
+  returned: success
+  type: dict
+bytes_images:
+  description: Size of the images.
+  returned: success
+  type: int
+bytes_sent:
+  description: Bytes rsync sent (images and root filesystem delta).
+  returned: success
+  type: int
+dump_stats:
+  description: CRIU's dump statistics.
+  returned: success
+  type: dict
+restore_stats:
+  description: CRIU's restore statistics, from the destination.
+  returned: success
+  type: dict
+source_cleanup:
+  description: What was done to the source copy after success (C(killed), C(images_removed)).
+  returned: success
+  type: dict
+source_state:
+  description: On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen.
+  returned: failure
+  type: str
+failed_step:
+  description: On failure, the step that failed (connect, dump, sync, restore, commit, confirm, interrupted).
+  returned: failure
+  type: str
+log_tail:
+  description: On failure, the last lines of the CRIU log of the failed step.
+  returned: failure, when there is a log
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _transport
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._criu import dump_container, resolve_target
+from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cgroup=dict(type='str'),
+            pid=dict(type='int'),
+            name=dict(type='str'),
+            images_dir=dict(type='path', required=True),
+            handoff_id=dict(type='str', required=True),
+            dest_host=dict(type='str', required=True),
+            dest_user=dict(type='str', default='root'),
+            dest_images_dir=dict(type='path'),
+            ssh_key=dict(type='path', no_log=False),
+            ssh_port=dict(type='int'),
+            ssh_options=dict(type='list', elements='str', default=[]),
+            connect_timeout=dict(type='int', default=10),
+            timeout=dict(type='int', default=300),
+            root=dict(type='path'),
+            sync_rootfs=dict(type='bool', default=True),
+            rootfs_dest=dict(type='path'),
+            bwlimit_kib=dict(type='int'),
+            external=dict(type='list', elements='str', default=['mnt[]:m']),
+            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
+            tcp_established=dict(type='bool', default=False),
+            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
+            freeze_timeout=dict(type='int', default=10),
+            keep_images=dict(type='bool', default=False),
+            criu_path=dict(type='path'),
+        ),
+        required_one_of=[['cgroup', 'pid']],
+        mutually_exclusive=[['cgroup', 'pid']],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        target = resolve_target(pid=p['pid'], cgroup=p['cgroup'], step='identify')
+    except HaulError as e:
+        if 'does not exist' in e.cause:
+            # Moved already (or never here): nothing to do on this host.
+            module.exit_json(changed=False, msg='%s does not run here' % (p['name'] or p['cgroup'] or p['pid']),
+                             frozen_ms=0)
+        fail(module, e)
+    if module.check_mode:
+        module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
+    try:
+        result = send_container(p, module.run_command, lambda params: dump_container(params),
+                                _cgroup, _images, _transport)
+    except HaulError as e:
+        fail(module, e)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
