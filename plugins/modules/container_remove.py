@@ -80,10 +80,9 @@ removed:
 '''
 
 import os
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import container_state
 
@@ -122,7 +121,7 @@ def main():
         for d in p['images_dirs']:
             if os.path.lexists(d):
                 if not check:
-                    shutil.rmtree(d)
+                    _images.remove(d)
                 removed.append(d)
     except HaulError as e:
         fail(module, e)

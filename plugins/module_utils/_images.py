@@ -1,0 +1,506 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""CRIU images directories: creation, manifest, verification, stats.
+
+This is a private module_util: it is not part of the collection's public API.
+
+manifest.json (format 1)
+========================
+
+Every images directory that haul.live writes gets a ``manifest.json`` at its
+top level. It is written LAST, atomically (``manifest.json.tmp`` then
+``rename``), once CRIU has finished successfully, so its presence means "this
+directory holds a complete set of images". It is JSON, UTF-8, sorted keys::
+
+    {
+      "format": 1,                         # int; readers refuse format > 1
+      "kind": "dump",                      # "dump" | "predump" | "lazy"
+      "identity": {                        # which container these images are
+        "name": "web1",                    #   container name (str)
+        "cgroup": "/haul/web1",            #   cgroup v2 path, relative to the cgroup2 mount,
+                                           #   always with a leading "/" (str or null)
+        "root": "/var/lib/haul/containers/web1/rootfs",  # rootfs on the dumping host (str or null)
+        "init_pid": 1234,                  #   host pid of the pid-namespace init at dump time (int)
+        "host": "node1"                    #   hostname of the dumping host (str)
+      },
+      "criu_version": "4.1.1",             # version of the CRIU that wrote the images (str)
+      "kernel": "6.18.0-1-amd64",          # uname -r of the dumping host (str)
+      "created": "2026-11-25T20:01:02Z",   # UTC, ISO 8601, second precision (str)
+      "parent": null,                      # parent images dir as given to CRIU (relative to this
+                                           #   dir, like CRIU's "parent" symlink), or null
+      "files": {                           # every image file CRIU wrote, by name relative to the
+        "core-1.img": {"size": 1234, "sha256": "<64 hex>"},   # images dir (no sub-directories)
+        "pages-1.img": {"size": 67112960, "sha256": "<64 hex>"}
+      }
+    }
+
+Rules (what :func:`verify_manifest` enforces; a receiving host applies the same):
+
+* ``files`` lists every regular file of the directory except the ones haul.live
+  or CRIU write after the dump or that are not images: ``manifest.json``,
+  ``manifest.json.tmp``, ``*.log``, ``stats-restore`` and ``restore.json``
+  (written by a restore into the same directory), ``*.socket`` / ``*.sock`` (lazy-pages
+  socket), and anything that is not a regular file (the ``parent`` symlink).
+* verify: ``format`` must be 1 and known keys present; every listed file must
+  exist, be a regular file, have exactly ``size`` bytes and the ``sha256``; an
+  ``*.img`` file present in the directory but not listed is an error too
+  (images from another dump mixed in). Temporary files of a transfer that do
+  not end in ``.img`` are ignored.
+* ``kind``: ``dump`` is a full dump restorable by itself (with its ``parent``
+  chain, if any); ``predump`` is a pre-dump round usable only as a parent;
+  ``lazy`` is a dump whose memory pages stay on the source (served by a page
+  server), so ``pages-*.img`` are not in ``files``.
+* A dump made with a remote page server has no ``pages-*.img`` in its own
+  directory either: the pages live in the page server's directory.
+* ``sha256`` may be null when the dump was made with ``checksum: none`` (to keep
+  the freeze short for very large containers); verify then checks the size only.
+* The dumping CRIU version matters to the restorer: a host whose CRIU is older
+  than ``criu_version`` must refuse to restore.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import datetime
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import stat
+import struct
+
+from ansible_collections.haul.live.plugins.module_utils._cgroup import _unescape_mountinfo
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._criu import compare_versions
+
+MANIFEST = 'manifest.json'
+MANIFEST_TMP = 'manifest.json.tmp'
+FORMAT = 1
+KINDS = ('dump', 'predump', 'lazy')
+DIR_MODE = 0o700
+IDENTITY_KEYS = ('name', 'cgroup', 'root', 'init_pid', 'host')
+_EXCLUDED_NAMES = (MANIFEST, MANIFEST_TMP, 'stats-restore', 'stats-restore.img', 'restore.json',
+                   'restore.json.tmp')
+_EXCLUDED_SUFFIXES = ('.log', '.socket', '.sock')
+_CHUNK = 1024 * 1024
+
+# CRIU image magics (criu/include/magic.h)
+_IMG_COMMON = 0x54564319
+_IMG_SERVICE = 0x55105940
+_STATS_MAGIC = 0x57093306
+
+# stats.proto: field number -> name (all varints)
+_DUMP_STATS = {1: 'freezing_time', 2: 'frozen_time', 3: 'memdump_time', 4: 'memwrite_time',
+               5: 'pages_scanned', 6: 'pages_skipped_parent', 7: 'pages_written', 8: 'irmap_resolve',
+               9: 'pages_lazy', 10: 'page_pipes', 11: 'page_pipe_bufs', 12: 'shpages_scanned',
+               13: 'shpages_skipped_parent', 14: 'shpages_written'}
+_RESTORE_STATS = {1: 'pages_compared', 2: 'pages_skipped_cow', 3: 'forking_time', 4: 'restore_time',
+                  5: 'pages_restored'}
+
+
+# --------------------------------------------------------------------------- directory
+
+def ensure_dir(path):
+    """Create ``path`` (and parents) with mode 0700, or fix the mode of an existing one.
+
+    Returns True when something changed (created or chmod).
+    """
+    changed = False
+    if not os.path.isdir(path):
+        if os.path.lexists(path):
+            raise HaulError('images', '%s exists and is not a directory' % path)
+        try:
+            os.makedirs(path, DIR_MODE)
+        except OSError as e:
+            raise HaulError('images', 'cannot create %s: %s' % (path, e.strerror or e))
+        changed = True
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode != DIR_MODE:
+        try:
+            os.chmod(path, DIR_MODE)
+        except OSError as e:
+            raise HaulError('images', 'cannot chmod %s to 0700: %s' % (path, e.strerror or e))
+        changed = True
+    return changed
+
+
+# Directories CRIU or rsync leave in an images directory when they are killed mid-way: CRIU's
+# cgroup yard (still mounted, in the host's mount namespace) and rsync's partial-dir.
+_LEFTOVER_DIR_PREFIXES = ('.criu.cgyard.', '.haul-partial')
+
+
+def release_mounts(path, mountinfo='/proc/self/mountinfo'):
+    """Detach every mount below ``path`` (a killed CRIU leaves its cgroup yard mounted there).
+
+    Returns the mount points detached, deepest first.
+    """
+    prefix = os.path.realpath(path).rstrip('/') + '/'
+    try:
+        with open(mountinfo) as f:
+            points = [_unescape_mountinfo(line.split()[4]) for line in f if len(line.split()) > 4]
+    except (IOError, OSError):
+        return []
+    below = sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+    if below:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for p in below:
+            if libc.umount2(p.encode(), 2) != 0:  # MNT_DETACH
+                err = ctypes.get_errno()
+                if err not in (errno.EINVAL, errno.ENOENT):
+                    raise HaulError('images', 'cannot unmount %s (left by a killed CRIU): %s'
+                                    % (p, os.strerror(err)))
+    return below
+
+
+def remove(path):
+    """Remove an images directory (releasing what a killed CRIU left mounted in it); True if it existed."""
+    if not os.path.lexists(path):
+        return False
+    if os.path.isdir(path) and not os.path.islink(path):
+        release_mounts(path)
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+    return True
+
+
+def is_image_file(name):
+    """Whether a file name in an images dir belongs in the manifest's ``files``."""
+    return name not in _EXCLUDED_NAMES and not name.endswith(_EXCLUDED_SUFFIXES)
+
+
+def image_files(path):
+    """Sorted names of the regular files of ``path`` that the manifest lists."""
+    out = []
+    for name in os.listdir(path):
+        st = os.lstat(os.path.join(path, name))
+        if stat.S_ISREG(st.st_mode) and is_image_file(name):
+            out.append(name)
+    return sorted(out)
+
+
+def images_bytes(path):
+    """Total bytes (apparent size) of the image files of ``path``."""
+    total = 0
+    for name in image_files(path):
+        total += os.lstat(os.path.join(path, name)).st_size
+    return total
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- manifest
+
+def make_identity(name, cgroup=None, root=None, init_pid=None, host=None):
+    if cgroup is not None and not cgroup.startswith('/'):
+        cgroup = '/' + cgroup
+    return {'name': name, 'cgroup': cgroup, 'root': root, 'init_pid': init_pid,
+            'host': host if host is not None else socket.gethostname()}
+
+
+def build_manifest(path, kind, identity, criu_version, kernel=None, parent=None, created=None,
+                   checksums=True):
+    """The manifest dict for the images in ``path`` (computes every checksum unless told not to)."""
+    if kind not in KINDS:
+        raise HaulError('manifest', 'kind must be one of %s, not %r' % (', '.join(KINDS), kind))
+    files = {}
+    for name in image_files(path):
+        full = os.path.join(path, name)
+        files[name] = {'size': os.lstat(full).st_size, 'sha256': sha256_file(full) if checksums else None}
+    if created is None:
+        created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return {
+        'format': FORMAT,
+        'kind': kind,
+        'identity': dict((k, identity.get(k)) for k in IDENTITY_KEYS),
+        'criu_version': criu_version,
+        'kernel': kernel if kernel is not None else os.uname()[2],
+        'created': created,
+        'parent': parent,
+        'files': files,
+    }
+
+
+def write_manifest(path, manifest):
+    """Write manifest.json atomically (tmp + fsync + rename), mode 0600."""
+    tmp = os.path.join(path, MANIFEST_TMP)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write('\n')
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(path, MANIFEST))
+    return os.path.join(path, MANIFEST)
+
+
+def create_manifest(path, kind, identity, criu_version, kernel=None, parent=None, checksums=True):
+    """build_manifest + write_manifest; returns the manifest."""
+    manifest = build_manifest(path, kind, identity, criu_version, kernel=kernel, parent=parent,
+                              checksums=checksums)
+    write_manifest(path, manifest)
+    return manifest
+
+
+def load_manifest(path, step='verify'):
+    """The manifest of images dir ``path``; HaulError(step, ...) when missing or unreadable."""
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+        raise HaulError(step, 'images directory %s does not exist' % path)
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except (IOError, OSError) as e:
+        if getattr(e, 'errno', None) == 2:
+            raise HaulError(step, '%s has no %s: not a complete haul.live dump' % (path, MANIFEST))
+        raise HaulError(step, 'cannot read %s: %s' % (mpath, e))
+    except ValueError as e:
+        raise HaulError(step, '%s is not valid JSON: %s' % (mpath, e))
+    if not isinstance(manifest, dict):
+        raise HaulError(step, '%s is not a JSON object' % mpath)
+    fmt = manifest.get('format')
+    if fmt != FORMAT:
+        raise HaulError(step, '%s has format %r, this haul.live reads format %d' % (mpath, fmt, FORMAT))
+    for key in ('kind', 'identity', 'criu_version', 'files'):
+        if key not in manifest:
+            raise HaulError(step, '%s lacks %r' % (mpath, key))
+    if manifest['kind'] not in KINDS or not isinstance(manifest['files'], dict) \
+            or not isinstance(manifest['identity'], dict):
+        raise HaulError(step, '%s is malformed' % mpath)
+    return manifest
+
+
+def verify_manifest(path, checksums=True, step='verify'):
+    """Check that ``path`` holds exactly the images its manifest lists; returns the manifest.
+
+    Raises HaulError(step, ...) naming the first missing, resized, corrupt or
+    unexpected file.
+    """
+    manifest = load_manifest(path, step=step)
+    for name in sorted(manifest['files']):
+        meta = manifest['files'][name]
+        if os.path.basename(name) != name or name in ('.', '..'):
+            raise HaulError(step, 'manifest of %s lists an invalid file name %r' % (path, name))
+        full = os.path.join(path, name)
+        try:
+            st = os.lstat(full)
+        except OSError:
+            raise HaulError(step, 'image file %s is missing from %s' % (name, path), file=name)
+        if not stat.S_ISREG(st.st_mode):
+            raise HaulError(step, 'image file %s in %s is not a regular file' % (name, path), file=name)
+        if st.st_size != meta.get('size'):
+            raise HaulError(step, 'image file %s in %s has %d bytes, the manifest says %s'
+                            % (name, path, st.st_size, meta.get('size')), file=name)
+        if checksums and meta.get('sha256') and sha256_file(full) != meta.get('sha256'):
+            raise HaulError(step, 'image file %s in %s is corrupt (sha256 mismatch)' % (name, path), file=name)
+    for name in image_files(path):
+        if name.endswith('.img') and name not in manifest['files']:
+            raise HaulError(step, '%s holds %s, which its manifest does not list (images of another dump?)'
+                            % (path, name), file=name)
+    return manifest
+
+
+def same_identity(a, b, keys=('name', 'cgroup')):
+    """Whether two identities name the same container (by name and cgroup by default)."""
+    return all((a or {}).get(k) == (b or {}).get(k) for k in keys)
+
+
+def is_complete_dump(path, identity, checksums=True, keys=('name', 'cgroup')):
+    """(True, manifest) when ``path`` holds a complete, verified dump of ``identity``, else (False, reason)."""
+    try:
+        manifest = verify_manifest(path, checksums=checksums)
+    except HaulError as e:
+        return False, e.cause
+    if manifest['kind'] != 'dump':
+        return False, 'images are a %s, not a dump' % manifest['kind']
+    if not same_identity(manifest['identity'], identity, keys):
+        return False, 'images are of %s, not %s' % (
+            dict((k, manifest['identity'].get(k)) for k in keys), dict((k, identity.get(k)) for k in keys))
+    return True, manifest
+
+
+def check_restorable(manifest, criu_version, step='restore'):
+    """Refuse when this host's CRIU is older than the one that wrote the images."""
+    dumper = manifest.get('criu_version')
+    try:
+        older = compare_versions(criu_version, dumper) < 0
+    except ValueError:
+        raise HaulError(step, 'manifest has an unreadable criu_version %r' % (dumper,))
+    if older:
+        raise HaulError(step, 'images were dumped by CRIU %s, this host has CRIU %s (older): '
+                        'upgrade criu here' % (dumper, criu_version))
+    if manifest.get('kind') == 'predump':
+        raise HaulError(step, 'images are a pre-dump round, not a dump')
+
+
+# --------------------------------------------------------------------------- stats
+
+def _varint(buf, pos):
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError('truncated varint')
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7f) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _decode_message(buf):
+    """Minimal protobuf decoder: {field_number: value}; varints as int, length-delimited as bytes."""
+    out = {}
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            val, pos = _varint(buf, pos)
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            val = buf[pos:pos + size]
+            pos += size
+        elif wire == 1:
+            val = buf[pos:pos + 8]
+            pos += 8
+        elif wire == 5:
+            val = buf[pos:pos + 4]
+            pos += 4
+        else:
+            raise ValueError('unsupported wire type %d' % wire)
+        out[num] = val
+    return out
+
+
+def decode_stats(data):
+    """Decode a stats-dump.img / stats-restore.img: {'dump': {...}} and/or {'restore': {...}}.
+
+    Times are microseconds as CRIU records them. Decoded without pycriu.
+    """
+    if len(data) < 12:
+        raise ValueError('stats image too short')
+    pos = 0
+    magic, = struct.unpack_from('<I', data, pos)
+    pos += 4
+    if magic in (_IMG_COMMON, _IMG_SERVICE):
+        magic, = struct.unpack_from('<I', data, pos)
+        pos += 4
+    if magic != _STATS_MAGIC:
+        raise ValueError('not a stats image (magic 0x%08x)' % magic)
+    size, = struct.unpack_from('<I', data, pos)
+    pos += 4
+    entry = _decode_message(data[pos:pos + size])
+    out = {}
+    for num, key, names in ((1, 'dump', _DUMP_STATS), (2, 'restore', _RESTORE_STATS)):
+        if num in entry:
+            fields = _decode_message(entry[num])
+            out[key] = dict((names[n], v) for n, v in fields.items() if n in names and isinstance(v, int))
+    return out
+
+
+def read_stats(path, kind='dump'):
+    """Stats of ``kind`` ('dump' or 'restore') from images dir ``path``, or {} if absent/unreadable."""
+    for fname in ('stats-%s' % kind, 'stats-%s.img' % kind):
+        try:
+            with open(os.path.join(path, fname), 'rb') as f:
+                return decode_stats(f.read()).get(kind, {})
+        except (IOError, OSError, ValueError, struct.error):
+            continue
+    return {}
+
+
+def summarize_stats(stats, page_size=4096):
+    """Add human-friendly fields (ms, bytes) next to CRIU's raw stats (usec, pages)."""
+    out = dict(stats)
+    for key in list(stats):
+        if key.endswith('_time'):
+            out[key[:-5] + '_ms'] = round(stats[key] / 1000.0, 3)
+    if 'pages_written' in stats:
+        out['bytes_written'] = stats['pages_written'] * page_size
+    return out
+
+
+# --------------------------------------------------------------------------- dump preparation
+
+def _is_leftover(name, full):
+    """Files a previous (partial) dump may have left: safe to delete before a new dump."""
+    if name == 'parent' and os.path.islink(full):
+        return True
+    if name.startswith(_LEFTOVER_DIR_PREFIXES) and os.path.isdir(full) and not os.path.islink(full):
+        return True
+    if not os.path.isfile(full) or os.path.islink(full):
+        return False
+    return (name.endswith('.img') or name.endswith('.log') or name.startswith('stats-')
+            or name in _EXCLUDED_NAMES)
+
+
+def foreign_entries(path):
+    """Entries of ``path`` that are not CRIU images, logs, manifest or the parent link."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(n for n in os.listdir(path) if not _is_leftover(n, os.path.join(path, n)))
+
+
+def clear_images(path, step='images'):
+    """Empty an images dir of a previous dump's files before a new dump; refuse foreign files."""
+    foreign = foreign_entries(path)
+    if foreign:
+        raise HaulError(step, '%s holds files that are not CRIU images (%s): use an empty or dedicated '
+                        'images directory' % (path, ', '.join(foreign[:5])))
+    release_mounts(path)
+    removed = 0
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+        removed += 1
+    return removed
+
+
+def existing_ancestor(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def free_bytes(path):
+    """Free bytes (f_bavail, the conservative figure) of the filesystem that holds or would hold ``path``."""
+    st = os.statvfs(existing_ancestor(path))
+    return st.f_bavail * st.f_frsize
+
+
+def can_create(path):
+    """(True, None) when ``path`` exists as a writable dir or could be created; else (False, why)."""
+    if os.path.isdir(path):
+        return (True, None) if os.access(path, os.W_OK | os.X_OK) else (False, '%s is not writable' % path)
+    if os.path.lexists(path):
+        return False, '%s exists and is not a directory' % path
+    anc = existing_ancestor(path)
+    if not os.path.isdir(anc):
+        return False, '%s is not a directory' % anc
+    if not os.access(anc, os.W_OK | os.X_OK):
+        return False, '%s is not writable' % anc
+    return True, None

@@ -1,0 +1,284 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: criu_restore
+short_description: Restore a container with CRIU from an images directory
+version_added: 0.1.0
+description:
+  - Restores a container dumped by M(haul.live.criu_dump), detached, with its root directory, its cgroups
+    (recreated by CRIU), its external mounts and the nftables network lock, driven through pycriu's RPC.
+  - First verifies the images against their C(manifest.json) (every file present, sizes and sha256).
+  - Refuses clearly when the images are missing or incomplete, when this host's CRIU is older than the one
+    that dumped them, or when a container with that cgroup already runs here and was not restored from
+    these images.
+  - After the restore, checks that the restored root pid is alive, is a pid-namespace init and sits in the
+    expected cgroup.
+  - On failure, kills what CRIU left in the container's cgroup and removes that cgroup if it did not exist
+    before, so that a retry starts clean.
+  - Runs on the destination host, as root, with criu >= 4.0 and python3-pycriu.
+author:
+  - haul.live developers (@haul-live)
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    support: full
+    details:
+      - Verifies the images, the CRIU version, the root directory and that the container does not run here,
+        and reports whether a restore would happen.
+  diff_mode:
+    description: Returns details on what has changed (or would change in check mode) in diff mode.
+    support: full
+  idempotent:
+    description: A second identical run reports changed=false and does nothing harmful.
+    support: full
+    details:
+      - When the container restored from these images still runs here (same root pid and start time as recorded
+        in C(restore.json) in the images directory after the restore), the module reports changed=false.
+options:
+  images_dir:
+    description: The images directory, with its C(manifest.json).
+    type: path
+    required: true
+  name:
+    description:
+      - Name of the container. Defaults to the name in the manifest; when given, it must match it.
+    type: str
+  root:
+    description:
+      - The container's root directory on this host. It must exist (sync it first, see M(haul.live.image_sync)).
+      - Default C(/var/lib/haul/containers/NAME/rootfs).
+    type: path
+  cgroup:
+    description:
+      - The cgroup the container is expected in, relative to the root of the cgroup v2 hierarchy
+        (V(haul/web1)). CRIU recreates the cgroups recorded in the images, so it must match the manifest.
+      - Default, the cgroup of the manifest's identity.
+    type: str
+  external:
+    description: CRIU C(--external) specs for resources that come from outside the container.
+    type: list
+    elements: str
+    default: []
+  network_lock:
+    description: How CRIU locks the network until the container runs.
+    type: str
+    choices: [nftables, iptables, skip]
+    default: nftables
+  tcp_established:
+    description: Restore established TCP connections (the dump must have had them).
+    type: bool
+    default: false
+  tcp_close:
+    description: Restore established TCP connections closed.
+    type: bool
+    default: false
+  manage_cgroups_mode:
+    description: CRIU's cgroup mode.
+    type: str
+    choices: [soft, full, strict, ignore]
+    default: soft
+  verify:
+    description:
+      - How the images are verified against the manifest before restoring. V(sha256) checks the checksums,
+        V(size) only that every file is there with its size.
+    type: str
+    choices: [sha256, size]
+    default: sha256
+  check_timeout:
+    description: Seconds to wait for the restored root pid to show up in the expected cgroup.
+    type: int
+    default: 5
+  criu_path:
+    description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
+    type: path
+  handoff:
+    description:
+      - Receive the container from M(haul.live.handoff) running on the source, as the destination
+        half of one critical section (see C(docs/design.md)). Run this task with C(async) and
+        C(poll=0) before the source's handoff task.
+      - The module checks what it can before the source freezes anything (CRIU version, no container
+        of that name here, root directory present, free space), reports C(waiting), waits for the
+        images, restores the tree B(stopped), and resumes it only when the source commits. Without a
+        commit in time, or on abort, it kills the stopped copy. The images are verified by size
+        (rsync has verified their content).
+      - Requires O(cgroup) and O(name).
+    type: dict
+    suboptions:
+      id:
+        description: The attempt's id, the same as the source's O(haul.live.handoff#module:handoff_id).
+        type: str
+        required: true
+      timeout:
+        description: Seconds to wait for the images, and then for the commit.
+        type: int
+        default: 300
+      commit_timeout:
+        description: Seconds to wait for the commit after the restore. Defaults to O(handoff.timeout).
+        type: int
+      min_criu_version:
+        description: The source's CRIU version; a CRIU older than that here fails before the source freezes.
+        type: str
+      expected_bytes:
+        description: The size the images will have, about; less free space than that fails before the source freezes.
+        type: int
+        default: 0
+notes:
+  - Requires criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL) on the managed host.
+  - Restoring on the host the container was dumped on, while the dumped copy still exists (frozen), is
+    refused as "already runs here"; CRIU could not reuse its pids anyway.
+  - Failures report a one-line C(msg) (step and cause, with the most telling error line of the CRIU log),
+    and C(log_path) and C(log_tail) (at most 20 lines).
+seealso:
+  - module: haul.live.criu_dump
+  - module: haul.live.image_sync
+requirements:
+  - criu >= 4.0
+  - python3-pycriu
+'''
+
+EXAMPLES = r'''
+- name: Restore web1 from synced images
+  haul.live.criu_restore:
+    images_dir: /var/lib/haul/images/web1
+  register: restored
+
+- name: Restore with an explicit root directory and expected cgroup
+  haul.live.criu_restore:
+    images_dir: /var/lib/haul/images/web1
+    name: web1
+    root: /srv/containers/web1/rootfs
+    cgroup: haul/web1
+
+- name: Show the restored pid
+  ansible.builtin.debug:
+    msg: "web1 runs as pid {{ restored.pid }}, restored in {{ restored.stats.restore_ms }} ms"
+'''
+
+RETURN = r'''
+images_dir:
+  description: The images directory.
+  returned: always
+  type: str
+name:
+  description: Container name.
+  returned: success
+  type: str
+  sample: web1
+pid:
+  description: Host pid of the restored container's init.
+  returned: success
+  type: int
+  sample: 5120
+cgroup:
+  description: The container's cgroup v2 path.
+  returned: success
+  type: str
+  sample: /haul/web1
+root:
+  description: The root directory it was restored with.
+  returned: success
+  type: str
+state:
+  description: C(running) after the restore.
+  returned: success, not in check mode
+  type: str
+stats:
+  description:
+    - CRIU's stats-restore - C(forking_time), C(restore_time) (microseconds), C(pages_restored),
+      C(pages_compared), C(pages_skipped_cow), plus C(*_ms).
+  returned: success, not in check mode
+  type: dict
+duration:
+  description: Seconds the CRIU restore request took (0 when nothing was done).
+  returned: success, not in check mode
+  type: float
+criu_version:
+  description: This host's CRIU version.
+  returned: success
+  type: str
+dumped_by:
+  description: The CRIU version that wrote the images.
+  returned: success
+  type: str
+source_host:
+  description: The host the images were dumped on.
+  returned: success
+  type: str
+log_path:
+  description: Path of the CRIU log (C(restore.log) in the images directory).
+  returned: when CRIU ran
+  type: str
+log_tail:
+  description: Last lines (at most 20) of the CRIU log.
+  returned: failure
+  type: list
+  elements: str
+failed_step:
+  description: The step that failed (verify, restore, check, ...).
+  returned: failure
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images
+from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
+from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            images_dir=dict(type='path', required=True),
+            name=dict(type='str'),
+            root=dict(type='path'),
+            cgroup=dict(type='str'),
+            external=dict(type='list', elements='str', default=[]),
+            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
+            tcp_established=dict(type='bool', default=False),
+            tcp_close=dict(type='bool', default=False),
+            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
+            verify=dict(type='str', choices=['sha256', 'size'], default='sha256'),
+            check_timeout=dict(type='int', default=5),
+            criu_path=dict(type='path'),
+            handoff=dict(type='dict', options=dict(
+                id=dict(type='str', required=True),
+                timeout=dict(type='int', default=300),
+                commit_timeout=dict(type='int'),
+                min_criu_version=dict(type='str'),
+                expected_bytes=dict(type='int', default=0),
+            )),
+        ),
+        required_by={'handoff': ('cgroup', 'name')},
+        supports_check_mode=True,
+    )
+    if module.params['tcp_established'] and module.params['tcp_close']:
+        module.fail_json(msg='options: tcp_established and tcp_close are mutually exclusive',
+                         failed_step='options')
+    try:
+        if module.params['handoff'] and module.check_mode:
+            module.exit_json(changed=True, images_dir=module.params['images_dir'], name=module.params['name'],
+                             msg='would wait for a handoff from the source, then restore')
+        if module.params['handoff']:
+            params = dict(module.params, verify='size')
+            result = receive_container(params, lambda p: prepare_receive(p, _criu, _cgroup, _images),
+                                       restore_container, _cgroup)
+        else:
+            result = restore_container(module.params, check_mode=module.check_mode, diff=module._diff)
+    except HaulError as e:
+        fail(module, e, images_dir=module.params['images_dir'])
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
