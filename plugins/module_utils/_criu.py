@@ -37,6 +37,12 @@ Design for the next steps (pre-copy, post-copy):
 * lazy dump: ``lazy_pages=True`` with ``page_server`` (address to listen on)
   and ``status_fd``; :meth:`CriuSession.dump_lazy_start` runs the dump in the
   background and returns once CRIU writes its readiness byte on the status fd.
+  Tried by hand on the lab (64 MiB container, node3 -> node2): ready after
+  75 ms; then ``criu lazy-pages --page-server --status-fd`` on the destination
+  and ``restore()`` with ``CriuOptions(lazy_pages=True, rst_sibling=True, ...)``:
+  restored after 83 ms, every page moved after 0.7 s. CRIU's status fd is a
+  descriptor of the RPC client: CRIU opens it through /proc/<client>/fd/<n>.
+  The lazy dump's stats-dump has a bogus frozen_time (seen: 3390 s).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -840,6 +846,19 @@ def _hold_frozen(cg, timeout, cgroup_mod):
                         'it was resumed' % e.cause)
 
 
+def all_stopped(pids, proc='/proc'):
+    """Whether every pid (that still exists) is stopped (state T), as CRIU's leave_stopped leaves them."""
+    seen = False
+    for pid in pids:
+        st = proc_status(pid, proc)
+        if st is None:
+            continue
+        seen = True
+        if not st.get('State', '').startswith('T'):
+            return False
+    return seen
+
+
 def _rescue_source(cg, timeout):
     """After a failed dump: make sure the container's cgroup is not left frozen."""
     try:
@@ -878,12 +897,15 @@ def dump_container(params, check_mode=False, diff=False):
     result.update(name=name, pid=target['pid'], root_pid=target['pid'], cgroup=target['cgroup_path'])
 
     # Idempotence: a complete dump of this container, which is still held frozen since.
+    # Idempotence: a complete dump of this container, which is still held (frozen or stopped) since.
     state = cg.state()
-    if not params.get('force') and state == 'frozen' and os.path.isdir(images_dir):
+    if state == 'thawed' and all_stopped(target['pids']):
+        state = 'stopped'
+    if not params.get('force') and state in ('frozen', 'stopped') and os.path.isdir(images_dir):
         ok, manifest = _images.is_complete_dump(images_dir, identity)
         if ok and manifest['identity'].get('init_pid') == target['pid']:
             result.update(_done_result(images_dir, manifest, _images))
-            result.update(hold='frozen', duration=0.0)
+            result.update(hold=state, duration=0.0)
             if diff:
                 result['diff'] = {'before': _dump_diff_state(state, 'complete dump'),
                                   'after': _dump_diff_state(state, 'complete dump')}
@@ -950,7 +972,15 @@ def dump_container(params, check_mode=False, diff=False):
     result['log_path'] = res['log_path']
     result['duration'] = round(res['duration'], 3)
     if params['hold'] == 'frozen':
-        _hold_frozen(cg, timeout, cgroup_mod)
+        hold_cg = cg
+        if params.get('freezer') in ('v1', 'v2'):
+            try:
+                hold_cg = cgroup_mod.Cgroup.from_pid(target['pid'], version=params['freezer'], step='hold')
+            except HaulError as e:
+                cgroup_mod.sigcont_tree(cg.pids())
+                raise HaulError('hold', 'the dump succeeded but the source could not be held frozen (%s); '
+                                'it was resumed' % e.cause)
+        _hold_frozen(hold_cg, timeout, cgroup_mod)
     result['hold'] = params['hold']
     try:
         manifest = _images.create_manifest(images_dir, 'dump', identity, criu_version,

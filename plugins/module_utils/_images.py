@@ -51,8 +51,9 @@ Rules (what :func:`verify_manifest` enforces; a receiving host applies the same)
   not end in ``.img`` are ignored.
 * ``kind``: ``dump`` is a full dump restorable by itself (with its ``parent``
   chain, if any); ``predump`` is a pre-dump round usable only as a parent;
-  ``lazy`` is a dump whose memory pages stay on the source (served by a page
-  server), so ``pages-*.img`` are not in ``files``.
+  ``lazy`` is a dump whose memory pages stay on the source (served by its page
+  server until the destination has pulled them): its ``pages-*.img`` hold only the
+  few pages that cannot be served lazily (32 KiB for the lab's 64 MiB container).
 * A dump made with a remote page server has no ``pages-*.img`` in its own
   directory either: the pages live in the page server's directory.
 * ``sha256`` may be null when the dump was made with ``checksum: none`` (to keep

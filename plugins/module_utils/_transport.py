@@ -1,0 +1,574 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Moving bytes between hosts, in one place: rsync over SSH, and remote manifest verification.
+
+This is a private module_util: it is not part of the collection's public API.
+
+Command lines are built by :class:`CmdBuilder`, a small builder in the spirit of
+community.general's CmdRunner (named arguments, one formatter each, a fixed order), without
+depending on it. Commands are run through a ``run_command`` callable with the signature of
+``AnsibleModule.run_command`` (``run_command(args, data=None, environ_update=None)`` returning
+``(rc, stdout, stderr)``), so that everything here can be tested without a network.
+
+Failures raise :class:`HaulError` with step ``sync`` (or ``verify``) and a one-line cause that
+names what went wrong (destination unreachable, disk full, authentication, ...), with the rsync
+exit code as ``rc`` and the tail of stderr as ``stderr_tail``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import re
+import time
+
+try:
+    from shlex import quote as _quote
+except ImportError:  # pragma: no cover - Python 2
+    from pipes import quote as _quote
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+
+PARTIAL_DIR = '.haul-partial'
+MANIFEST = 'manifest.json'
+STDERR_TAIL_LINES = 10
+ITEMIZE_KEEP = 100
+C_LOCALE = {'LC_ALL': 'C', 'LANG': 'C'}
+# Files that criu_restore writes into an images directory on the destination: a later sync of the
+# same images with --delete must neither delete them nor report a change for them.
+RECEIVER_FILES = ('restore.json', 'restore.json.tmp', 'restore.log', 'stats-restore', 'stats-restore.img')
+
+# ---------------------------------------------------------------------------------------------
+# a small CmdRunner-like builder
+# ---------------------------------------------------------------------------------------------
+
+
+class ArgFormat(object):
+    """Formatters: each returns a function ``value -> list of arguments``.
+
+    A value of None always gives no arguments.
+    """
+
+    @staticmethod
+    def as_bool(args_true, args_false=()):
+        args_true = list(args_true) if isinstance(args_true, (list, tuple)) else [args_true]
+        args_false = list(args_false) if isinstance(args_false, (list, tuple)) else [args_false]
+        return lambda v: list(args_true) if v else list(args_false)
+
+    @staticmethod
+    def as_opt_val(opt):
+        """``--opt VALUE`` (two arguments)."""
+        return lambda v: [opt, str(v)]
+
+    @staticmethod
+    def as_opt_eq_val(opt):
+        """``--opt=VALUE`` (one argument)."""
+        return lambda v: ['%s=%s' % (opt, v)]
+
+    @staticmethod
+    def as_ssh_option(name):
+        """``-o Name=VALUE``; a bool gives yes/no."""
+        def fmt(v):
+            if isinstance(v, bool):
+                v = 'yes' if v else 'no'
+            return ['-o', '%s=%s' % (name, v)]
+        return fmt
+
+    @staticmethod
+    def as_repeated(opt=None):
+        """Each item of a list, preceded by ``opt`` when given."""
+        def fmt(v):
+            out = []
+            for item in v:
+                if opt:
+                    out.append(opt)
+                out.append(str(item))
+            return out
+        return fmt
+
+    @staticmethod
+    def as_list():
+        """The items of a list (or one value) as they are: positional arguments."""
+        return lambda v: [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
+class CmdBuilder(object):
+    """Builds an argument list from named values, in a fixed order.
+
+    :param command: the executable (list or string).
+    :param arg_formats: ``{name: formatter}``, formatters from :class:`ArgFormat`.
+    :param order: names, in the order their arguments appear.
+
+    ``build(**values)`` skips names whose value is None (or not given). Unknown names raise
+    ValueError, so that a typo does not silently drop an option.
+    """
+
+    def __init__(self, command, arg_formats, order):
+        self.command = list(command) if isinstance(command, (list, tuple)) else [command]
+        self.arg_formats = dict(arg_formats)
+        self.order = list(order)
+        missing = [n for n in self.order if n not in self.arg_formats]
+        if missing:
+            raise ValueError('no formatter for %s' % ', '.join(missing))
+
+    def build(self, **values):
+        unknown = [k for k in values if k not in self.arg_formats]
+        if unknown:
+            raise ValueError('unknown arguments: %s' % ', '.join(sorted(unknown)))
+        args = list(self.command)
+        for name in self.order:
+            value = values.get(name)
+            if value is None:
+                continue
+            args.extend(self.arg_formats[name](value))
+        return args
+
+
+# ---------------------------------------------------------------------------------------------
+# SSH
+# ---------------------------------------------------------------------------------------------
+
+_SSH_FORMATS = dict(
+    options=ArgFormat.as_repeated('-o'),
+    key=ArgFormat.as_opt_val('-i'),
+    port=ArgFormat.as_opt_val('-p'),
+    batch_mode=ArgFormat.as_ssh_option('BatchMode'),
+    strict_host_key_checking=ArgFormat.as_ssh_option('StrictHostKeyChecking'),
+    connect_timeout=ArgFormat.as_ssh_option('ConnectTimeout'),
+    server_alive_interval=ArgFormat.as_ssh_option('ServerAliveInterval'),
+    server_alive_count_max=ArgFormat.as_ssh_option('ServerAliveCountMax'),
+)
+# user options first: ssh keeps the first value it gets for each option, so they win
+_SSH_ORDER = ('options', 'key', 'port', 'batch_mode', 'strict_host_key_checking', 'connect_timeout',
+              'server_alive_interval', 'server_alive_count_max')
+
+
+class SshTarget(object):
+    """A destination host reached over SSH.
+
+    :param host: host name or address.
+    :param user: remote user (default root).
+    :param port: SSH port (None: ssh's default).
+    :param key: path of a private key file (``-i``).
+    :param options: extra ``-o`` options, each ``Key=Value``; they take precedence over the
+        defaults below.
+    :param batch_mode: ``BatchMode=yes`` (never prompt).
+    :param strict_host_key_checking: ``yes``, ``no`` or ``accept-new``.
+    :param connect_timeout: ``ConnectTimeout`` in seconds.
+    :param server_alive_interval: ``ServerAliveInterval`` (with ``ServerAliveCountMax=3``), so a
+        host that dies during a transfer is noticed.
+    """
+
+    def __init__(self, host, user='root', port=None, key=None, options=None, batch_mode=True,
+                 strict_host_key_checking='accept-new', connect_timeout=10, server_alive_interval=5,
+                 ssh_bin='ssh'):
+        if not host:
+            raise HaulError('sync', 'no destination host given')
+        for opt in options or []:
+            if '=' not in str(opt) or str(opt).startswith('-'):
+                raise HaulError('sync', 'ssh option %r is not of the form Key=Value' % (opt,))
+        self.host = host
+        self.user = user
+        self.port = port
+        self.key = key
+        self.options = list(options or [])
+        self.batch_mode = batch_mode
+        self.strict_host_key_checking = strict_host_key_checking
+        self.connect_timeout = connect_timeout
+        self.server_alive_interval = server_alive_interval
+        self.ssh_bin = ssh_bin
+        self._builder = CmdBuilder(ssh_bin, _SSH_FORMATS, _SSH_ORDER)
+
+    @property
+    def login(self):
+        """``user@host`` (IPv6 addresses in brackets for rsync)."""
+        host = self.host
+        return '%s@%s' % (self.user, host) if self.user else host
+
+    def rsync_dest(self, path):
+        host = self.host
+        if ':' in host and not host.startswith('['):
+            host = '[%s]' % host
+        login = '%s@%s' % (self.user, host) if self.user else host
+        return '%s:%s' % (login, path)
+
+    def ssh_argv(self):
+        """The ssh command and its options, without the host."""
+        return self._builder.build(
+            options=self.options or None,
+            key=self.key,
+            port=self.port,
+            batch_mode=self.batch_mode,
+            strict_host_key_checking=self.strict_host_key_checking,
+            connect_timeout=self.connect_timeout,
+            server_alive_interval=self.server_alive_interval,
+            server_alive_count_max=3 if self.server_alive_interval else None,
+        )
+
+    def rsh(self):
+        """The ssh command as one string for ``rsync -e`` (quoted the way rsync splits it)."""
+        return ' '.join(_quote(a) for a in self.ssh_argv())
+
+    def remote_argv(self, remote_args):
+        """argv running ``remote_args`` (a list, quoted for the remote shell) on the host."""
+        return self.ssh_argv() + [self.login, ' '.join(_quote(str(a)) for a in remote_args)]
+
+
+# ---------------------------------------------------------------------------------------------
+# rsync
+# ---------------------------------------------------------------------------------------------
+
+_RSYNC_FORMATS = dict(
+    archive=ArgFormat.as_bool('--archive'),
+    sparse=ArgFormat.as_bool('--sparse'),
+    hard_links=ArgFormat.as_bool('--hard-links'),
+    xattrs=ArgFormat.as_bool('--xattrs'),
+    acls=ArgFormat.as_bool('--acls'),
+    numeric_ids=ArgFormat.as_bool('--numeric-ids'),
+    delete=ArgFormat.as_bool('--delete'),
+    compress=ArgFormat.as_bool('--compress'),
+    protect=lambda v: ['--filter=P /%s' % name for name in v],
+    omit_dir_times=ArgFormat.as_bool('--omit-dir-times'),
+    partial_dir=lambda v: ['--partial', '--partial-dir=%s' % v],
+    bwlimit_kib=ArgFormat.as_opt_eq_val('--bwlimit'),
+    timeout=ArgFormat.as_opt_eq_val('--timeout'),
+    dry_run=ArgFormat.as_bool('--dry-run'),
+    itemize=ArgFormat.as_bool('--itemize-changes'),
+    stats=ArgFormat.as_bool(['--stats', '--no-human-readable']),
+    rsh=ArgFormat.as_opt_val('--rsh'),
+    rsync_path=ArgFormat.as_opt_eq_val('--rsync-path'),
+    extra=ArgFormat.as_list(),
+    src=ArgFormat.as_list(),
+    dest=ArgFormat.as_list(),
+)
+_RSYNC_ORDER = ('archive', 'sparse', 'hard_links', 'xattrs', 'acls', 'numeric_ids', 'delete', 'compress',
+                'protect', 'omit_dir_times', 'partial_dir',
+                'bwlimit_kib', 'timeout', 'dry_run', 'itemize', 'stats', 'rsh', 'rsync_path', 'extra',
+                'src', 'dest')
+
+RSYNC_EXIT_CODES = {
+    1: 'syntax or usage error',
+    2: 'protocol incompatibility',
+    3: 'errors selecting input/output files or directories',
+    4: 'requested action not supported',
+    5: 'error starting the client-server protocol',
+    6: 'daemon unable to append to its log file',
+    10: 'error in socket I/O',
+    11: 'error in file I/O',
+    12: 'error in the rsync protocol data stream',
+    13: 'errors with program diagnostics',
+    14: 'error in IPC code',
+    20: 'interrupted (SIGUSR1 or SIGINT)',
+    21: 'some error returned by waitpid()',
+    22: 'error allocating core memory buffers',
+    23: 'partial transfer due to error',
+    24: 'partial transfer: some source files vanished',
+    25: 'the --max-delete limit stopped deletions',
+    30: 'timeout in data send/receive',
+    35: 'timeout waiting for daemon connection',
+    255: 'ssh failed',
+}
+
+_UNREACHABLE = ('Connection timed out', 'No route to host', 'Connection refused', 'Network is unreachable',
+                'Connection reset', 'Connection closed by', 'Broken pipe', 'Operation timed out',
+                'Host is down', 'timed out during banner exchange')
+
+# rsync prints these after the line that matters
+_NOISE = re.compile(r'^(rsync error:|rsync: connection unexpectedly closed|rsync: \[\w+\] )')
+
+
+def _tail(text, lines=STDERR_TAIL_LINES):
+    return [ln for ln in (text or '').splitlines() if ln.strip()][-lines:]
+
+
+def _first_line_with(lines, needles):
+    for ln in lines:
+        for n in needles:
+            if n in ln:
+                return ln.strip()
+    return None
+
+
+def _key_line(lines):
+    """The most telling stderr line: the last one that is not rsync's closing noise."""
+    for ln in reversed(lines):
+        if ln.strip() and not _NOISE.match(ln.strip()):
+            return ln.strip()
+    return lines[-1].strip() if lines else ''
+
+
+def explain_rsync_failure(rc, stderr, host=None, timeout=None):
+    """A one-line cause for a failed rsync (or ssh) run, from its exit code and stderr."""
+    lines = [ln for ln in (stderr or '').splitlines() if ln.strip()]
+    where = host or 'the destination'
+    code = 'rsync exit %s%s' % (rc, ': %s' % RSYNC_EXIT_CODES[rc] if rc in RSYNC_EXIT_CODES else '')
+
+    def detail(line):
+        return '%s; %s' % (line, code) if line else code
+
+    line = _first_line_with(lines, ('No space left on device', 'Disk quota exceeded'))
+    if line:
+        return 'destination disk full on %s (%s)' % (where, detail(line))
+    line = _first_line_with(lines, ('Permission denied (publickey', 'Permission denied, please try again',
+                                    'Too many authentication failures'))
+    if line:
+        return 'SSH authentication to %s failed (%s)' % (where, detail(line))
+    line = _first_line_with(lines, ('Host key verification failed', 'REMOTE HOST IDENTIFICATION HAS CHANGED'))
+    if line:
+        return 'SSH host key verification failed for %s (%s)' % (where, detail(line))
+    line = _first_line_with(lines, ('Could not resolve hostname', 'Name or service not known'))
+    if line:
+        return 'cannot resolve destination host %s (%s)' % (where, detail(line))
+    line = _first_line_with(lines, ('rsync: command not found', 'rsync: not found', 'rsync: No such file'))
+    if line or rc == 127:
+        return 'rsync is not installed on %s (%s)' % (where, detail(line or _key_line(lines)))
+    line = _first_line_with(lines, _UNREACHABLE)
+    if line or rc in (255, 35):
+        return 'destination %s unreachable (%s)' % (where, detail(line or _key_line(lines)))
+    if rc == 30:
+        return 'transfer to %s stalled: no data moved for %ss (%s)' % (where, timeout or '?', detail(_key_line(lines)))
+    if rc in (10, 12):
+        return 'connection to %s lost (%s)' % (where, detail(_key_line(lines)))
+    if rc in (23, 24):
+        return 'partial transfer to %s (%s)' % (where, detail(_key_line(lines)))
+    if rc == 11:
+        return 'file I/O error (%s)' % detail(_key_line(lines))
+    return 'rsync to %s failed (%s)' % (where, detail(_key_line(lines)))
+
+
+_STATS = {
+    'files': r'Number of files:\s*([\d,.\']+)',
+    'files_created': r'Number of created files:\s*([\d,.\']+)',
+    'files_deleted': r'Number of deleted files:\s*([\d,.\']+)',
+    'files_transferred': r'Number of regular files transferred:\s*([\d,.\']+)',
+    'total_size': r'Total file size:\s*([\d,.\']+)',
+    'transferred_size': r'Total transferred file size:\s*([\d,.\']+)',
+    'literal_data': r'Literal data:\s*([\d,.\']+)',
+    'bytes_sent': r'Total bytes sent:\s*([\d,.\']+)',
+    'bytes_received': r'Total bytes received:\s*([\d,.\']+)',
+}
+
+_ITEM = re.compile(r'^(?:\*deleting |[<>ch.][fdLDS][a-zA-Z.+?* ]{9} )')
+
+
+def parse_stats(text):
+    """Parse rsync ``--stats`` output into ints (missing lines are 0)."""
+    res = {}
+    for key, rx in _STATS.items():
+        m = re.search(rx, text or '', re.MULTILINE)
+        res[key] = int(re.sub(r'\D', '', m.group(1)) or 0) if m else 0
+    return res
+
+
+def parse_itemized(text):
+    """The lines of ``--itemize-changes`` output that are a change (not the stats, not no-ops)."""
+    items = []
+    for line in (text or '').splitlines():
+        if not _ITEM.match(line):
+            continue
+        if line[0] == '.' and not line.startswith('*') and set(line[2:11]) <= set('. '):
+            continue  # listed but unchanged (only with -ii)
+        items.append(line)
+    return items
+
+
+class RsyncRunner(object):
+    """Runs rsync over SSH from a local directory to a directory on an :class:`SshTarget`.
+
+    :param run_command: ``AnsibleModule.run_command``-like callable.
+    :param target: an :class:`SshTarget`.
+    :param bwlimit_kib: bandwidth limit in KiB/s (None: unlimited).
+    :param timeout: rsync ``--timeout``: seconds without any I/O before giving up.
+    :param rsync_bin: local rsync executable.
+    :param compress: compress on the wire (``--compress``): worth it on slow links only.
+    """
+
+    def __init__(self, run_command, target, bwlimit_kib=None, timeout=300, rsync_bin='rsync',
+                 partial_dir=PARTIAL_DIR, compress=False):
+        self.run_command = run_command
+        self.compress = compress
+        self.target = target
+        self.bwlimit_kib = bwlimit_kib
+        self.timeout = timeout
+        self.partial_dir = partial_dir
+        self.builder = CmdBuilder(rsync_bin, _RSYNC_FORMATS, _RSYNC_ORDER)
+
+    def argv(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, extra=None, protect=None):
+        """The rsync argv copying the contents of ``src`` into ``dest`` on the target.
+
+        ``protect``: names, relative to ``dest``, that ``delete`` must keep (``--filter='P /NAME'``);
+        directory times are then not copied either (``--omit-dir-times``), so that the files the
+        receiver adds do not make the next sync report a change.
+
+        Unless ``dry_run``, the remote rsync is started as ``mkdir -p DEST && rsync`` so that
+        missing parents are created (with ``mkdir_mode`` for DEST itself when given; rsync then
+        gives DEST the mode of SRC).
+        """
+        rsync_path = None
+        if not dry_run:
+            mk = ['mkdir', '-p']
+            if mkdir_mode:
+                mk += ['-m', mkdir_mode]
+            rsync_path = '%s %s && rsync' % (' '.join(mk), _quote(dest))
+        return self.builder.build(
+            archive=True, sparse=True, hard_links=True, xattrs=True, acls=acls or None, numeric_ids=True,
+            delete=delete or None,
+            compress=self.compress or None,
+            protect=list(protect) if protect and delete else None,
+            omit_dir_times=bool(protect) or None,
+            partial_dir=self.partial_dir,
+            bwlimit_kib=self.bwlimit_kib or None,
+            timeout=self.timeout or None,
+            dry_run=dry_run or None,
+            itemize=True, stats=True,
+            rsh=self.target.rsh(),
+            rsync_path=rsync_path,
+            extra=list(extra) if extra else None,
+            src=src.rstrip('/') + '/',
+            dest=self.target.rsync_dest(dest.rstrip('/') + '/'),
+        )
+
+    def sync(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, protect=None):
+        """Run rsync; return a dict of stats plus ``changed``, ``changes`` (count), ``itemized``
+        (first lines), ``duration_s``, ``src``, ``dest``. Raise HaulError('sync', ...) on failure.
+        """
+        if not os.path.isdir(src):
+            raise HaulError('sync', 'source directory %s does not exist' % src)
+        if dest.rstrip('/') in ('', '.'):
+            raise HaulError('sync', 'refusing to sync into %r on %s' % (dest, self.target.host))
+        argv = self.argv(src, dest, dry_run=dry_run, delete=delete, mkdir_mode=mkdir_mode, acls=acls,
+                         protect=protect)
+        start = time.time()
+        rc, out, err = self.run_command(argv, environ_update=dict(C_LOCALE))
+        duration = time.time() - start
+        if rc != 0:
+            raise HaulError('sync', explain_rsync_failure(rc, err, self.target.host, self.timeout),
+                            rc=rc, stderr_tail=_tail(err), src=src, dest=self.target.rsync_dest(dest))
+        res = parse_stats(out)
+        items = parse_itemized(out)
+        res.update(
+            changed=bool(items),
+            changes=len(items),
+            itemized=items[:ITEMIZE_KEEP],
+            duration_s=round(duration, 3),
+            src=src,
+            dest=self.target.rsync_dest(dest),
+            dry_run=bool(dry_run),
+        )
+        return res
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest verification (runs on the receiving side)
+# ---------------------------------------------------------------------------------------------
+
+# Run as ``python3 - DIR MANIFEST`` on the receiving host; also exec'd locally by
+# verify_manifest_local(). Python 3 only (it runs on the managed hosts' system python3).
+# Manifest: {"files": {"rel/name": {"size": N, "sha256": "hex"}, ...}, ...}
+# (a list of {"name"|"path": ..., "size": ..., "sha256": ...} is accepted too).
+VERIFY_SCRIPT = r'''
+import hashlib, json, os, sys
+
+
+def verify(d, name):
+    res = {"dir": d, "checked": 0, "missing": [], "size_mismatch": [], "sha256_mismatch": [],
+           "bad_names": [], "error": None}
+    try:
+        with open(os.path.join(d, name)) as f:
+            man = json.load(f)
+        files = man["files"]
+        if isinstance(files, list):
+            files = dict((e.get("name") or e.get("path"), e) for e in files)
+        if not isinstance(files, dict):
+            raise ValueError("'files' is neither a mapping nor a list")
+    except (IOError, OSError) as e:
+        res["error"] = "cannot read %s: %s" % (os.path.join(d, name), e.strerror or e)
+        return res
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        res["error"] = "%s is not a valid manifest: %s: %s" % (os.path.join(d, name), type(e).__name__, e)
+        return res
+    for rel in sorted(k for k in files if k):
+        meta = files[rel] or {}
+        if os.path.isabs(rel) or ".." in rel.split("/"):
+            res["bad_names"].append(rel)
+            continue
+        p = os.path.join(d, rel)
+        try:
+            st = os.stat(p)
+        except OSError:
+            res["missing"].append(rel)
+            continue
+        if meta.get("size") is not None and st.st_size != int(meta["size"]):
+            res["size_mismatch"].append(rel)
+            continue
+        if meta.get("sha256"):
+            h = hashlib.sha256()
+            try:
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except (IOError, OSError):
+                res["missing"].append(rel)
+                continue
+            if h.hexdigest() != str(meta["sha256"]).lower():
+                res["sha256_mismatch"].append(rel)
+                continue
+        res["checked"] += 1
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(verify(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "manifest.json")))
+'''
+
+
+def verify_manifest_local(d, name=MANIFEST):
+    """Run the verification of :data:`VERIFY_SCRIPT` here, on directory ``d``; return its dict."""
+    ns = {'__name__': 'haul_verify'}
+    exec(compile(VERIFY_SCRIPT, '<haul-verify>', 'exec'), ns)  # pylint: disable=exec-used
+    return ns['verify'](d, name)
+
+
+def verify_problems(res, limit=5):
+    """One-line description of what a verification result found wrong, or None when all is well."""
+    if res.get('error'):
+        return res['error']
+    parts = []
+    for key, what in (('missing', 'missing'), ('size_mismatch', 'wrong size'),
+                      ('sha256_mismatch', 'wrong sha256'), ('bad_names', 'unsafe names')):
+        names = res.get(key) or []
+        if names:
+            shown = ', '.join(names[:limit]) + (' ...' if len(names) > limit else '')
+            parts.append('%d %s (%s)' % (len(names), what, shown))
+    return '; '.join(parts) if parts else None
+
+
+def verify_manifest_remote(run_command, target, dest, name=MANIFEST, python='python3'):
+    """Verify ``dest/name`` on the target host over SSH (``python3 -`` fed :data:`VERIFY_SCRIPT`).
+
+    Return the verification dict (``checked`` count, ...); raise HaulError('verify', ...) when
+    the host cannot be reached or a file is missing or differs from the manifest.
+    """
+    argv = target.remote_argv([python, '-', dest, name])
+    rc, out, err = run_command(argv, data=VERIFY_SCRIPT, environ_update=dict(C_LOCALE))
+    if rc != 0:
+        if rc == 127 or 'not found' in (err or ''):
+            cause = '%s is not installed on %s (%s)' % (python, target.host, _key_line(_tail(err)) or 'rc %s' % rc)
+        else:
+            cause = explain_rsync_failure(rc, err, target.host).replace('rsync exit', 'ssh exit')
+        raise HaulError('verify', cause, rc=rc, stderr_tail=_tail(err))
+    try:
+        res = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise HaulError('verify', 'unexpected output from the verification on %s: %r' % (target.host, (out or '')[-200:]),
+                        stderr_tail=_tail(err))
+    problems = verify_problems(res)
+    if problems:
+        raise HaulError('verify', 'images on %s:%s do not match %s: %s' % (target.host, dest, name, problems),
+                        verification=res)
+    return res

@@ -1,0 +1,181 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: cgroup_freeze
+short_description: Freeze the cgroup of a container
+version_added: 0.1.0
+description:
+  - Freezes every process of a container's cgroup, with the cgroup v2 freezer or the cgroup v1
+    C(freezer) controller.
+  - "cgroup v2: writes C(1) to C(cgroup.freeze) and waits for C(frozen 1) in C(cgroup.events)."
+  - "cgroup v1: writes C(FROZEN) to C(freezer.state) and waits until it reads back C(FROZEN)."
+  - If the cgroup does not freeze within O(timeout), it is thawed back and the module fails, so a
+    container is never left half frozen.
+  - The mount points of the hierarchies are read from C(/proc/self/mountinfo), so this works on
+    pure cgroup v2 hosts (C(/sys/fs/cgroup)) and on hybrid ones (C(/sys/fs/cgroup/unified) and
+    C(/sys/fs/cgroup/freezer)).
+author:
+  - haul.live developers (@haul-live)
+options:
+  cgroup:
+    description:
+      - The cgroup to freeze.
+      - Either a path relative to the root of the hierarchy, such as V(haul/ct1) or V(/haul/ct1)
+        (the form of C(/proc/PID/cgroup)), or an absolute path below a cgroup mount point, such
+        as V(/sys/fs/cgroup/unified/haul/ct1). An absolute path selects its hierarchy.
+      - Exactly one of O(cgroup) and O(pid) is required.
+    type: str
+  pid:
+    description:
+      - A process of the container, in the pid namespace of the host the module runs on.
+      - Its cgroup is read from C(/proc/PID/cgroup) (the C(0::) line for cgroup v2, the
+        C(freezer) line for cgroup v1).
+    type: int
+  version:
+    description:
+      - Which freezer to use.
+      - V(auto) uses cgroup v2 when it has a freezer (Linux 5.2+) and the cgroup exists there,
+        else the v1 freezer. On a hybrid host, when the container also sits in the same cgroup
+        of the other hierarchy, a freeze through either one counts as frozen.
+    type: str
+    choices: [auto, v1, v2]
+    default: auto
+  timeout:
+    description:
+      - Seconds to wait for the cgroup to be frozen.
+    type: float
+    default: 10
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+    support: full
+    details:
+      - The diff shows the freezer state before and after.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+    support: full
+notes:
+  - Run it as root on the host where the container runs.
+  - A frozen container keeps its memory and its open files; thaw it with M(haul.live.cgroup_thaw).
+  - It refuses the root of a cgroup hierarchy (also the root of a cgroup namespace, which has a
+    C(cgroup.freeze)) and any cgroup that holds the module's own process or one of its ancestors,
+    such as the SSH session that runs it, since freezing those would hang the play.
+seealso:
+  - module: haul.live.cgroup_thaw
+  - name: cgroup v2 freezer
+    description: The Linux kernel documentation of the cgroup v2 freezer.
+    link: https://docs.kernel.org/admin-guide/cgroup-v2.html#core-interface-files
+  - name: cgroup v1 freezer
+    description: The Linux kernel documentation of the v1 freezer subsystem.
+    link: https://docs.kernel.org/admin-guide/cgroup-v1/freezer-subsystem.html
+'''
+
+EXAMPLES = r'''
+- name: Freeze the container ct1 (cgroup haul/ct1)
+  haul.live.cgroup_freeze:
+    cgroup: haul/ct1
+
+- name: Freeze the cgroup of a process with the v1 freezer, waiting at most 2 seconds
+  haul.live.cgroup_freeze:
+    pid: "{{ ct_pid }}"
+    version: v1
+    timeout: 2
+
+- name: Freeze by absolute path
+  haul.live.cgroup_freeze:
+    cgroup: /sys/fs/cgroup/unified/haul/ct1
+  register: frozen
+
+- name: Show how many processes were frozen
+  ansible.builtin.debug:
+    msg: "{{ frozen.pid_count }} processes frozen in {{ frozen.cgroup }}"
+'''
+
+RETURN = r'''
+cgroup:
+  description: Filesystem path of the cgroup that was frozen.
+  returned: success
+  type: str
+  sample: /sys/fs/cgroup/unified/haul/ct1
+path:
+  description: Path of the cgroup inside its hierarchy.
+  returned: success
+  type: str
+  sample: haul/ct1
+version:
+  description: The freezer used, V(v1) or V(v2).
+  returned: success
+  type: str
+  sample: v2
+state:
+  description:
+    - The freezer state after the module ran (in check mode, the current state).
+    - One of V(frozen), V(thawed), V(freezing).
+  returned: success
+  type: str
+  sample: frozen
+pid_count:
+  description: Number of processes in the cgroup and its descendants.
+  returned: success
+  type: int
+  sample: 3
+twins:
+  description: The same cgroup in the other hierarchy, taken into account in V(auto) mode.
+  returned: success
+  type: list
+  elements: str
+  sample: [/sys/fs/cgroup/freezer/haul/ct1]
+failed_step:
+  description: The step that failed (V(freeze)).
+  returned: failure
+  type: str
+  sample: freeze
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._cgroup import VERSIONS, from_params
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cgroup=dict(type='str'),
+            pid=dict(type='int'),
+            version=dict(type='str', choices=list(VERSIONS), default='auto'),
+            timeout=dict(type='float', default=10),
+        ),
+        mutually_exclusive=[('cgroup', 'pid')],
+        required_one_of=[('cgroup', 'pid')],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        cg = from_params(p['cgroup'], p['pid'], p['version'], step='freeze')
+        before = cg.state()
+        changed = cg.freeze(timeout=p['timeout'], check_mode=module.check_mode)
+        result = cg.info()
+    except HaulError as e:
+        fail(module, e)
+    after = 'frozen' if changed else before
+    result.update(changed=changed, diff=dict(before='state: %s\n' % before, after='state: %s\n' % after))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

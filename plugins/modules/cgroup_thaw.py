@@ -1,0 +1,185 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: cgroup_thaw
+short_description: Thaw the cgroup of a container
+version_added: 0.1.0
+description:
+  - Thaws a container's cgroup frozen with the cgroup v2 freezer or the cgroup v1 C(freezer)
+    controller, for example by M(haul.live.cgroup_freeze), to resume it or to roll back a
+    migration.
+  - "cgroup v2: writes C(0) to C(cgroup.freeze) and waits for C(frozen 0) in C(cgroup.events)."
+  - "cgroup v1: writes C(THAWED) to C(freezer.state) and waits until it reads back C(THAWED)."
+  - Optionally sends C(SIGCONT) to processes left stopped, as CRIU's C(leave_stopped) leaves them
+    after a dump.
+author:
+  - haul.live developers (@haul-live)
+options:
+  cgroup:
+    description:
+      - The cgroup to thaw.
+      - Either a path relative to the root of the hierarchy, such as V(haul/ct1) or V(/haul/ct1)
+        (the form of C(/proc/PID/cgroup)), or an absolute path below a cgroup mount point, such
+        as V(/sys/fs/cgroup/unified/haul/ct1). An absolute path selects its hierarchy.
+      - Exactly one of O(cgroup) and O(pid) is required.
+    type: str
+  pid:
+    description:
+      - A process of the container, in the pid namespace of the host the module runs on.
+      - Its cgroup is read from C(/proc/PID/cgroup) (the C(0::) line for cgroup v2, the
+        C(freezer) line for cgroup v1).
+    type: int
+  version:
+    description:
+      - Which freezer to use.
+      - V(auto) uses cgroup v2 when it has a freezer and the cgroup exists there, else the v1
+        freezer. On a hybrid host it also thaws the same cgroup in the other hierarchy when that
+        one is frozen, so that the processes really run again.
+    type: str
+    choices: [auto, v1, v2]
+    default: auto
+  timeout:
+    description:
+      - Seconds to wait for the cgroup to be thawed.
+    type: float
+    default: 10
+  sigcont:
+    description:
+      - After thawing, send C(SIGCONT) to every process of the cgroup that is stopped (state C(T)).
+      - Use it to resume a source container after a dump with C(leave_stopped), for a rollback.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+    support: full
+    details:
+      - The diff shows the freezer state before and after.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+    support: full
+notes:
+  - Run it as root on the host where the container runs.
+  - A cgroup whose parent is frozen cannot be thawed on its own; the module then fails with a
+    message that says so.
+seealso:
+  - module: haul.live.cgroup_freeze
+'''
+
+EXAMPLES = r'''
+- name: Thaw the container ct1 (cgroup haul/ct1)
+  haul.live.cgroup_thaw:
+    cgroup: haul/ct1
+
+- name: Roll back after a dump with leave_stopped, resuming stopped processes
+  haul.live.cgroup_thaw:
+    pid: "{{ dump.root_pid }}"
+    sigcont: true
+
+- name: Thaw only the v1 freezer cgroup
+  haul.live.cgroup_thaw:
+    cgroup: /sys/fs/cgroup/freezer/haul/ct1
+    timeout: 2
+'''
+
+RETURN = r'''
+cgroup:
+  description: Filesystem path of the cgroup.
+  returned: success
+  type: str
+  sample: /sys/fs/cgroup/unified/haul/ct1
+path:
+  description: Path of the cgroup inside its hierarchy.
+  returned: success
+  type: str
+  sample: haul/ct1
+version:
+  description: The freezer used, V(v1) or V(v2).
+  returned: success
+  type: str
+  sample: v2
+state:
+  description:
+    - The freezer state after the module ran (in check mode, the current state).
+    - One of V(frozen), V(thawed), V(freezing).
+  returned: success
+  type: str
+  sample: thawed
+pid_count:
+  description: Number of processes in the cgroup and its descendants.
+  returned: success
+  type: int
+  sample: 3
+twins:
+  description: The same cgroup in the other hierarchy, taken into account in V(auto) mode.
+  returned: success
+  type: list
+  elements: str
+  sample: [/sys/fs/cgroup/freezer/haul/ct1]
+resumed:
+  description: Number of stopped processes that got C(SIGCONT) (would get, in check mode).
+  returned: success
+  type: int
+  sample: 0
+failed_step:
+  description: The step that failed (V(thaw)).
+  returned: failure
+  type: str
+  sample: thaw
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._cgroup import (
+    VERSIONS, from_params, sigcont_tree, stopped_pids)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cgroup=dict(type='str'),
+            pid=dict(type='int'),
+            version=dict(type='str', choices=list(VERSIONS), default='auto'),
+            timeout=dict(type='float', default=10),
+            sigcont=dict(type='bool', default=False),
+        ),
+        mutually_exclusive=[('cgroup', 'pid')],
+        required_one_of=[('cgroup', 'pid')],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        cg = from_params(p['cgroup'], p['pid'], p['version'], step='thaw')
+        before = cg.state()
+        changed = cg.thaw(timeout=p['timeout'], check_mode=module.check_mode)
+        resumed = 0
+        if p['sigcont']:
+            stopped = stopped_pids(cg.pids())
+            resumed = len(stopped) if module.check_mode else sigcont_tree(stopped)
+            changed = changed or bool(resumed)
+        result = cg.info()
+    except HaulError as e:
+        fail(module, e)
+    after = 'thawed' if changed and before != 'thawed' else before
+    result.update(changed=changed, resumed=resumed,
+                  diff=dict(before='state: %s\n' % before, after='state: %s\n' % after))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

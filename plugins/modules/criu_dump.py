@@ -1,0 +1,366 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: criu_dump
+short_description: Checkpoint a container with CRIU into an images directory
+version_added: 0.1.0
+description:
+  - Checkpoints a whole container (the process tree of its pid-namespace init, with its namespaces
+    and its cgroups) into an images directory with CRIU, driven through pycriu's RPC.
+  - The container is identified by its cgroup or by the host pid of its pid-namespace init.
+  - CRIU freezes the tree through the container's freezer cgroup, dumps it with the nftables
+    network lock, and leaves the tasks stopped. By default (O(hold=frozen)) the module then freezes
+    the container's cgroup and resumes the stopped tasks inside it, so that the source is held frozen
+    in cgroup terms and a rollback is a plain thaw of the cgroup (M(haul.live.cgroup_thaw)).
+  - Writes C(manifest.json) into the images directory (container identity, CRIU version, kernel,
+    size and sha256 of every image file) once the dump is complete.
+  - Before anything is frozen, the free space of the images filesystem is compared with an estimate
+    of the dump size (the sum of the resident memory of the container's processes plus the contents
+    of its tmpfs mounts, times 1.1). The module fails if it does not fit.
+  - Runs on the host that runs the container, as root, with criu >= 4.0 and python3-pycriu.
+author:
+  - haul.live developers (@haul-live)
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the target.
+    support: full
+    details:
+      - Validates the container (process, cgroup, pid-namespace init), the images directory and the free
+        space, and reports whether a dump would happen. Nothing is frozen or written.
+  diff_mode:
+    description: Returns details on what has changed (or would change in check mode) in diff mode.
+    support: full
+    details:
+      - The diff shows the state of the container and of the images directory before and after.
+  idempotent:
+    description: A second identical run reports changed=false and does nothing harmful.
+    support: partial
+    details:
+      - An images directory that already holds a complete, verified dump of the same container (same
+        O(name), cgroup and init pid), while that container is still held (frozen, or stopped with
+        O(hold=stopped)) or no longer runs here, gives changed=false.
+      - If the container has been thawed since (a rollback), the old images are stale and the container
+        is dumped again.
+      - With O(hold=running) every run takes a new checkpoint (changed=true), since the container has moved on.
+options:
+  cgroup:
+    description:
+      - The container's cgroup, relative to the root of the cgroup hierarchy (V(haul/web1)) or as an
+        absolute path below a cgroup mount point (V(/sys/fs/cgroup/unified/haul/web1)).
+      - The container's init is the process of this cgroup whose C(NSpid) has more than one entry and
+        ends with 1 (the init of a pid namespace).
+    type: str
+  pid:
+    description:
+      - Host pid of the container's pid-namespace init.
+      - A pid inside a container that is not its init is refused, and the error names the init.
+    type: int
+  name:
+    description:
+      - Name of the container, recorded in the manifest as its identity.
+      - Defaults to the last component of the cgroup path.
+    type: str
+  images_dir:
+    description:
+      - Directory for the images. Created with mode 0700 (an existing one is set to 0700).
+      - It must be empty or hold only CRIU images and logs of an earlier dump (they are replaced).
+    type: path
+    required: true
+  root:
+    description:
+      - The container's root directory on this host.
+      - Default, the first of these that is the very directory the init has as its root (same device
+        and inode as C(/proc/PID/root)) - C(/var/lib/haul/containers/NAME/rootfs) (the convention of
+        the lab's C(ct-run)), then the root of the C(/) mount in C(/proc/PID/mountinfo).
+    type: path
+  external:
+    description:
+      - CRIU C(--external) specs, for resources that come from outside the container.
+      - The default V(mnt[]:m) has CRIU find the external bind mounts itself.
+    type: list
+    elements: str
+    default: ['mnt[]:m']
+  network_lock:
+    description:
+      - How CRIU locks the container's network while it is dumped.
+      - V(iptables) needs the iptables binaries; V(skip) does not lock (only for containers without network).
+    type: str
+    choices: [nftables, iptables, skip]
+    default: nftables
+  tcp_established:
+    description: Checkpoint established TCP connections (CRIU TCP repair).
+    type: bool
+    default: false
+  manage_cgroups_mode:
+    description: CRIU's cgroup mode. The cgroups are always dumped.
+    type: str
+    choices: [soft, full, strict, ignore]
+    default: soft
+  hold:
+    description:
+      - What becomes of the source after a successful dump.
+      - V(frozen) - tasks stopped by CRIU, then the cgroup frozen and the tasks resumed inside it; a
+        rollback is a thaw of the cgroup.
+      - V(stopped) - tasks left SIGSTOPped by CRIU (CRIU's C(leave_stopped)); a rollback needs SIGCONT.
+      - V(running) - the container keeps running (a checkpoint, not a migration).
+    type: str
+    choices: [frozen, stopped, running]
+    default: frozen
+  freezer:
+    description:
+      - Which cgroup freezer holds the source after the dump when O(hold=frozen).
+      - V(auto) - the cgroup v2 freezer when the container's cgroup has one, else the v1 freezer.
+      - CRIU itself freezes the tree during the dump with the v1 freezer when the host mounts one, else the v2
+        freezer; this option does not change that.
+    type: str
+    choices: [auto, v1, v2]
+    default: auto
+  freeze_timeout:
+    description: Seconds CRIU and the module wait for the cgroup to freeze.
+    type: int
+    default: 10
+  parent_images:
+    description:
+      - Images directory of the previous pre-dump round (memory that did not change since is not dumped
+        again). A relative path is relative to O(images_dir), as CRIU wants it.
+      - Needs a kernel with memory dirty tracking; see M(haul.live.criu_check).
+    type: path
+  page_server:
+    description:
+      - Send the memory pages to a CRIU page server instead of the images directory. The pages then end up
+        in the page server's directory, and C(pages-*.img) are not in this directory's manifest.
+    type: dict
+    suboptions:
+      host:
+        description: Address of the page server.
+        type: str
+        required: true
+      port:
+        description: TCP port of the page server.
+        type: int
+        required: true
+      tls:
+        description: Use TLS towards the page server.
+        type: bool
+        default: false
+      tls_cacert:
+        description: CA certificate to verify the page server with.
+        type: path
+      tls_cert:
+        description: Client certificate.
+        type: path
+      tls_key:
+        description: Key of the client certificate.
+        type: path
+      tls_no_cn_verify:
+        description: Do not check the page server's certificate CN.
+        type: bool
+        default: false
+  checksum:
+    description:
+      - Whether the manifest records a sha256 per image file (about 0.9 s per GiB, spent while the container
+        is frozen). With V(none) only sizes are recorded and verified.
+    type: str
+    choices: [sha256, none]
+    default: sha256
+  force:
+    description: Dump again even when O(images_dir) already holds a complete dump of this container.
+    type: bool
+    default: false
+  criu_path:
+    description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
+    type: path
+notes:
+  - Requires criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL) on the managed host.
+  - The container's init must be a session leader inside its pid namespace, with its standard streams
+    opened inside the container.
+  - Failures report a one-line C(msg) (step and cause, with the most telling error line of the CRIU log),
+    and C(log_path) and C(log_tail) (at most 20 lines). Nothing of the container's memory is ever logged.
+  - If the dump fails, CRIU resumes the container; the module also thaws its cgroup if it was left
+    frozen, so the source keeps running.
+seealso:
+  - module: haul.live.criu_check
+  - module: haul.live.criu_restore
+  - module: haul.live.image_sync
+  - module: haul.live.cgroup_thaw
+requirements:
+  - criu >= 4.0
+  - python3-pycriu
+'''
+
+EXAMPLES = r'''
+- name: Dump container web1 and hold it frozen
+  haul.live.criu_dump:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1
+  register: dump
+
+- name: Dump by pid, with TCP connections, keeping it running (a checkpoint)
+  haul.live.criu_dump:
+    pid: 4242
+    name: db1
+    images_dir: /var/lib/haul/checkpoints/db1
+    tcp_established: true
+    hold: running
+
+- name: Final dump after pre-dump rounds, pages streamed to the destination's page server
+  haul.live.criu_dump:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1/final
+    parent_images: ../round3
+    page_server:
+      host: 198.18.0.12
+      port: 27000
+      tls: true
+      tls_cacert: /etc/haul/pki/ca.pem
+      tls_cert: /etc/haul/pki/node1.pem
+      tls_key: /etc/haul/pki/node1.key
+
+- name: Show how long the container was frozen by CRIU
+  ansible.builtin.debug:
+    msg: "{{ dump.stats.frozen_ms }} ms frozen, {{ dump.bytes }} bytes"
+'''
+
+RETURN = r'''
+images_dir:
+  description: The images directory.
+  returned: always
+  type: str
+  sample: /var/lib/haul/images/web1
+name:
+  description: Container name (identity).
+  returned: success
+  type: str
+  sample: web1
+pid:
+  description: Host pid of the container's pid-namespace init.
+  returned: success
+  type: int
+  sample: 4242
+root_pid:
+  description: Same as RV(pid) (the name M(haul.live.cgroup_thaw) examples use).
+  returned: success
+  type: int
+  sample: 4242
+cgroup:
+  description: The container's cgroup, inside the hierarchy.
+  returned: success
+  type: str
+  sample: /haul/web1
+root:
+  description: The container's root directory on this host.
+  returned: success
+  type: str
+  sample: /var/lib/haul/containers/web1/rootfs
+hold:
+  description: What the source is left as (frozen, stopped or running).
+  returned: success
+  type: str
+  sample: frozen
+stats:
+  description:
+    - CRIU's stats-dump - times in microseconds (C(freezing_time), C(frozen_time), C(memdump_time),
+      C(memwrite_time)) and pages (C(pages_scanned), C(pages_skipped_parent), C(pages_written),
+      C(pages_lazy)), plus the same times in milliseconds (C(*_ms)) and C(bytes_written).
+  returned: success
+  type: dict
+  sample: {frozen_time: 301234, frozen_ms: 301.234, pages_written: 16404, bytes_written: 67190784}
+bytes:
+  description: Total size of the image files.
+  returned: success
+  type: int
+  sample: 67502080
+duration:
+  description: Seconds the CRIU dump request took (0 when nothing was done).
+  returned: success
+  type: float
+  sample: 0.31
+estimated_bytes:
+  description: Estimated dump size used for the free-space check.
+  returned: when a dump was made or would be made
+  type: int
+free_bytes:
+  description: Free bytes of the images filesystem before the dump.
+  returned: when a dump was made or would be made
+  type: int
+manifest:
+  description: The manifest written to C(manifest.json) (see plugins/module_utils/_images.py for the format).
+  returned: success, not in check mode
+  type: dict
+criu_version:
+  description: Version of the CRIU that dumped.
+  returned: success
+  type: str
+  sample: 4.1.1
+log_path:
+  description: Path of the CRIU log (C(dump.log) in the images directory).
+  returned: when CRIU ran
+  type: str
+log_tail:
+  description: Last lines (at most 20) of the CRIU log.
+  returned: failure
+  type: list
+  elements: str
+failed_step:
+  description: The step that failed (identify, images, space, dump, hold, manifest, ...).
+  returned: failure
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._criu import dump_container
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            cgroup=dict(type='str'),
+            pid=dict(type='int'),
+            name=dict(type='str'),
+            images_dir=dict(type='path', required=True),
+            root=dict(type='path'),
+            external=dict(type='list', elements='str', default=['mnt[]:m']),
+            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
+            tcp_established=dict(type='bool', default=False),
+            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
+            hold=dict(type='str', choices=['frozen', 'stopped', 'running'], default='frozen'),
+            freezer=dict(type='str', choices=['auto', 'v1', 'v2'], default='auto'),
+            freeze_timeout=dict(type='int', default=10),
+            parent_images=dict(type='path'),
+            page_server=dict(type='dict', options=dict(
+                host=dict(type='str', required=True),
+                port=dict(type='int', required=True),
+                tls=dict(type='bool', default=False),
+                tls_cacert=dict(type='path'),
+                tls_cert=dict(type='path'),
+                tls_key=dict(type='path'),
+                tls_no_cn_verify=dict(type='bool', default=False),
+            ), required_together=[['tls_cert', 'tls_key']]),
+            checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
+            force=dict(type='bool', default=False),
+            criu_path=dict(type='path'),
+        ),
+        required_one_of=[['cgroup', 'pid']],
+        mutually_exclusive=[['cgroup', 'pid']],
+        supports_check_mode=True,
+    )
+    try:
+        result = dump_container(module.params, check_mode=module.check_mode, diff=module._diff)
+    except HaulError as e:
+        fail(module, e, images_dir=module.params['images_dir'])
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

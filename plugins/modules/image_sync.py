@@ -1,0 +1,328 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: image_sync
+short_description: Copy a CRIU images directory (and a root filesystem) to another host
+version_added: 0.1.0
+description:
+  - Runs on the source host and copies an images directory, and optionally a container's root
+    filesystem, to a destination host with rsync over SSH.
+  - Keeps sparse files, hard links, extended attributes and numeric owners. Interrupted transfers
+    resume (C(--partial-dir=.haul-partial)).
+  - The destination trees mirror the source trees (C(--delete)) unless O(delete=false). The files
+    M(haul.live.criu_restore) writes into the destination's images directory (C(restore.json),
+    C(restore.log), C(stats-restore)) are kept.
+  - With O(verify=true), the receiving side checks every file listed in the images directory's
+    C(manifest.json) (size and SHA-256) after the copy.
+  - With nothing to send, it reports RV(ignore:changed=false).
+author:
+  - haul.live developers (@haul-live)
+requirements:
+  - rsync and ssh on the source host; rsync, and python3 when O(verify=true), on the destination host.
+options:
+  src:
+    description:
+      - The images directory on this host. Its contents are copied into O(dest).
+    type: path
+    required: true
+  dest:
+    description:
+      - The images directory on the destination host. Missing parents are created; the directory
+        itself is created with mode C(0700).
+    type: path
+    required: true
+  dest_host:
+    description:
+      - Host name or address of the destination, as this host reaches it over SSH.
+    type: str
+    required: true
+  dest_user:
+    description:
+      - The remote user.
+    type: str
+    default: root
+  ssh_key:
+    description:
+      - Private key file on this host used to log in to O(dest_host) (C(ssh -i)).
+    type: path
+  ssh_port:
+    description:
+      - SSH port of O(dest_host).
+    type: int
+    default: 22
+  ssh_options:
+    description:
+      - Extra SSH options, each of the form C(Key=Value) (passed as C(-o Key=Value)).
+      - They take precedence over the options this module sets itself (C(BatchMode=yes),
+        C(StrictHostKeyChecking), C(ConnectTimeout), C(ServerAliveInterval=5)).
+    type: list
+    elements: str
+    default: []
+  strict_host_key_checking:
+    description:
+      - SSH C(StrictHostKeyChecking). V(accept-new) records unknown host keys and refuses changed ones.
+    type: str
+    choices: ['yes', 'no', accept-new]
+    default: accept-new
+  connect_timeout:
+    description:
+      - SSH C(ConnectTimeout), in seconds.
+    type: int
+    default: 10
+  bwlimit_kib:
+    description:
+      - Bandwidth limit in KiB per second (C(rsync --bwlimit)). V(0) or unset means no limit.
+    type: int
+  compress:
+    description:
+      - Compress data on the wire (C(rsync --compress)). It costs CPU on both hosts and only pays
+        on slow links; the holes of sparse files are sent as zeros, which compress well.
+    type: bool
+    default: false
+  rootfs_src:
+    description:
+      - A second tree to copy, usually the container's root filesystem on this host.
+    type: path
+  rootfs_dest:
+    description:
+      - Where O(rootfs_src) goes on the destination host.
+    type: path
+  delete:
+    description:
+      - Delete files in the destination trees that are not in the source trees.
+    type: bool
+    default: true
+  verify:
+    description:
+      - After the copy, verify on the destination that every file listed in O(src)C(/manifest.json)
+        exists with the listed size and SHA-256, by running C(python3 -) there over SSH.
+      - When O(src) has no C(manifest.json) (not a complete M(haul.live.criu_dump) images
+        directory), the module fails; set O(verify=false) to copy a plain directory.
+      - Not done in check mode.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds without any data moving before rsync gives up (C(rsync --timeout)), so that a dead
+        host does not hang the play.
+    type: int
+    default: 300
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Runs C(rsync --dry-run) and returns what would be sent.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+    support: partial
+    details:
+      - The diff lists the files rsync sends or deletes (C(--itemize-changes)), at most 100 per tree.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+    support: full
+notes:
+  - The module runs rsync on the source host; the source host must be able to log in to
+    O(dest_host) with O(ssh_key) (or its default keys) without a password.
+  - Never copy the images of a running container; freeze or dump it first.
+seealso:
+  - module: haul.live.criu_dump
+  - module: haul.live.criu_restore
+'''
+
+EXAMPLES = r'''
+- name: Send the images of ct1 to node2
+  haul.live.image_sync:
+    src: /var/lib/haul/images/ct1
+    dest: /var/lib/haul/images/ct1
+    dest_host: 198.18.0.12
+    ssh_key: /root/.ssh/haul_migrate
+  register: sync
+
+- name: Send the images and the root filesystem, at most 50 MiB/s
+  haul.live.image_sync:
+    src: /var/lib/haul/images/ct1
+    dest: /var/lib/haul/images/ct1
+    rootfs_src: /var/lib/haul/containers/ct1/rootfs
+    rootfs_dest: /var/lib/haul/containers/ct1/rootfs
+    dest_host: node2.example.com
+    ssh_port: 2222
+    ssh_options:
+      - UserKnownHostsFile=/etc/haul/known_hosts
+    bwlimit_kib: 51200
+
+- name: Copy a plain directory, without manifest verification
+  haul.live.image_sync:
+    src: /srv/data
+    dest: /srv/data
+    dest_host: 198.18.0.12
+    verify: false
+'''
+
+RETURN = r'''
+bytes_sent:
+  description: Bytes rsync sent over the connection (all trees; would send, in check mode).
+  returned: success
+  type: int
+  sample: 270123456
+total_size:
+  description: Total size of the files of the source trees, in bytes.
+  returned: success
+  type: int
+  sample: 269484032
+files_transferred:
+  description: Number of regular files sent (all trees).
+  returned: success
+  type: int
+  sample: 12
+duration_s:
+  description: Wall-clock duration of the copy and the verification, in seconds.
+  returned: success
+  type: float
+  sample: 1.04
+verified:
+  description: Whether the manifest was verified on the destination.
+  returned: success
+  type: bool
+  sample: true
+verified_files:
+  description: Number of files of the manifest found intact on the destination.
+  returned: success
+  type: int
+  sample: 11
+trees:
+  description: One entry per tree copied, with rsync's statistics.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    src:
+      description: Source directory.
+      type: str
+    dest:
+      description: Destination, as C(user@host:path).
+      type: str
+    changed:
+      description: Whether rsync sent, changed or deleted anything in this tree.
+      type: bool
+    changes:
+      description: Number of items rsync listed as changed.
+      type: int
+    files_transferred:
+      description: Number of regular files sent.
+      type: int
+    bytes_sent:
+      description: Bytes sent for this tree.
+      type: int
+    total_size:
+      description: Total size of the files of the tree.
+      type: int
+    duration_s:
+      description: Duration of this rsync run.
+      type: float
+failed_step:
+  description: The step that failed, V(sync) or V(verify).
+  returned: failure
+  type: str
+  sample: sync
+rc:
+  description: Exit code of rsync or ssh, on failure.
+  returned: failure
+  type: int
+  sample: 255
+stderr_tail:
+  description: The last lines of rsync's or ssh's standard error, on failure.
+  returned: failure
+  type: list
+  elements: str
+'''
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._transport import (
+    MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, verify_manifest_remote)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            src=dict(type='path', required=True),
+            dest=dict(type='path', required=True),
+            dest_host=dict(type='str', required=True),
+            dest_user=dict(type='str', default='root'),
+            ssh_key=dict(type='path'),
+            ssh_port=dict(type='int', default=22),
+            ssh_options=dict(type='list', elements='str', default=[]),
+            strict_host_key_checking=dict(type='str', choices=['yes', 'no', 'accept-new'], default='accept-new'),
+            connect_timeout=dict(type='int', default=10),
+            bwlimit_kib=dict(type='int'),
+            compress=dict(type='bool', default=False),
+            rootfs_src=dict(type='path'),
+            rootfs_dest=dict(type='path'),
+            delete=dict(type='bool', default=True),
+            verify=dict(type='bool', default=True),
+            timeout=dict(type='int', default=300),
+        ),
+        required_together=[('rootfs_src', 'rootfs_dest')],
+        supports_check_mode=True,
+    )
+    p = module.params
+    start = time.time()
+    try:
+        rsync = module.get_bin_path('rsync')
+        if not rsync:
+            raise HaulError('sync', 'rsync is not installed on this host (install the rsync package)')
+        if p['verify'] and not os.path.isfile(os.path.join(p['src'], MANIFEST)):
+            raise HaulError('verify', 'no %s in %s (not a complete images directory?); '
+                            'set verify=false to copy a plain directory' % (MANIFEST, p['src']))
+        target = SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
+                           options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
+                           connect_timeout=p['connect_timeout'])
+        runner = RsyncRunner(module.run_command, target, bwlimit_kib=p['bwlimit_kib'], timeout=p['timeout'],
+                             rsync_bin=rsync, compress=p['compress'])
+        trees = [runner.sync(p['src'], p['dest'], dry_run=module.check_mode, delete=p['delete'], mkdir_mode='0700',
+                             protect=RECEIVER_FILES)]
+        if p['rootfs_src']:
+            trees.append(runner.sync(p['rootfs_src'], p['rootfs_dest'], dry_run=module.check_mode,
+                                     delete=p['delete']))
+        verification = None
+        if p['verify'] and not module.check_mode:
+            verification = verify_manifest_remote(module.run_command, target, p['dest'])
+    except HaulError as e:
+        fail(module, e, duration_s=round(time.time() - start, 3))
+
+    changed = any(t['changed'] for t in trees)
+    diff_lines = []
+    for t in trees:
+        diff_lines.append('# %s -> %s' % (t['src'], t['dest']))
+        diff_lines.extend(t.pop('itemized'))
+    module.exit_json(
+        changed=changed,
+        bytes_sent=sum(t['bytes_sent'] for t in trees),
+        total_size=sum(t['total_size'] for t in trees),
+        files_transferred=sum(t['files_transferred'] for t in trees),
+        duration_s=round(time.time() - start, 3),
+        verified=verification is not None,
+        verified_files=verification['checked'] if verification else 0,
+        trees=trees,
+        diff=dict(prepared='\n'.join(diff_lines) + '\n') if changed else dict(),
+    )
+
+
+if __name__ == '__main__':
+    main()

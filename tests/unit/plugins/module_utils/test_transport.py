@@ -1,0 +1,392 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Unit tests for plugins/module_utils/_transport.py.
+
+Pure logic (argument building, stats and itemize parsing, exit-code mapping, manifest
+verification), then real rsync runs between two local directories through a stand-in ``ssh``
+that runs the remote command locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._transport import (
+    RECEIVER_FILES, ArgFormat, CmdBuilder, RsyncRunner, SshTarget, explain_rsync_failure, parse_itemized, parse_stats,
+    verify_manifest_local, verify_manifest_remote, verify_problems)
+
+STATS = """\
+cd+++++++++ ./
+>f+++++++++ pages-1.img
+hf+++++++++ link.img => pages-1.img
+*deleting   old.img
+.d..t...... sub/
+.f          same.img
+
+Number of files: 6 (reg: 4, dir: 2)
+Number of created files: 6 (reg: 4, dir: 2)
+Number of deleted files: 1
+Number of regular files transferred: 3
+Total file size: 10,685,763 bytes
+Total transferred file size: 10585763 bytes
+Literal data: 10585763 bytes
+Matched data: 0 bytes
+File list size: 0
+Total bytes sent: 10588625
+Total bytes received: 130
+
+sent 10588625 bytes  received 130 bytes  21177510.00 bytes/sec
+total size is 10685763  speedup is 1.01
+"""
+
+NOTHING = """\
+
+Number of files: 6 (reg: 4, dir: 2)
+Number of created files: 0
+Number of deleted files: 0
+Number of regular files transferred: 0
+Total file size: 10685763 bytes
+Total transferred file size: 0 bytes
+Total bytes sent: 212
+Total bytes received: 19
+"""
+
+
+class FakeRun:
+    """Records calls and answers with canned (rc, out, err)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, args, data=None, environ_update=None, **kwargs):
+        self.calls.append(dict(args=args, data=data, environ_update=environ_update))
+        return self.answers.pop(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# builder and argv
+# ---------------------------------------------------------------------------------------------
+
+def test_cmd_builder_order_and_none():
+    b = CmdBuilder('tool', dict(a=ArgFormat.as_bool('-a'), v=ArgFormat.as_opt_eq_val('--v'),
+                                p=ArgFormat.as_list()), ['a', 'v', 'p'])
+    assert b.build(p=['x', 'y'], a=True) == ['tool', '-a', 'x', 'y']
+    assert b.build(a=False, v=3) == ['tool', '--v=3']
+    with pytest.raises(ValueError):
+        b.build(typo=1)
+    with pytest.raises(ValueError):
+        CmdBuilder('t', {}, ['missing'])
+
+
+def test_ssh_argv_defaults_and_user_options_first():
+    t = SshTarget('198.18.0.12', key='/k/id', port=2222, options=['StrictHostKeyChecking=no'])
+    argv = t.ssh_argv()
+    assert argv[0] == 'ssh'
+    assert argv[1:3] == ['-o', 'StrictHostKeyChecking=no']  # first value wins in ssh
+    assert ['-i', '/k/id'] == argv[3:5] and ['-p', '2222'] == argv[5:7]
+    for o in ('BatchMode=yes', 'StrictHostKeyChecking=accept-new', 'ConnectTimeout=10',
+              'ServerAliveInterval=5', 'ServerAliveCountMax=3'):
+        assert o in argv and argv[argv.index(o) - 1] == '-o'
+    assert t.login == 'root@198.18.0.12'
+    assert t.rsync_dest('/x/') == 'root@198.18.0.12:/x/'
+    assert SshTarget('fe80::1').rsync_dest('/x') == 'root@[fe80::1]:/x'
+
+
+def test_ssh_bad_option():
+    with pytest.raises(HaulError) as e:
+        SshTarget('h', options=['-v'])
+    assert e.value.msg.startswith('sync: ssh option')
+
+
+def test_rsh_is_quoted_for_rsync():
+    t = SshTarget('h', key='/path with space/id')
+    assert "'/path with space/id'" in t.rsh()
+    assert shlex.split(t.rsh()) == t.ssh_argv()
+
+
+def test_remote_argv():
+    t = SshTarget('h')
+    argv = t.remote_argv(['python3', '-', '/a b', 'manifest.json'])
+    assert argv[-2] == 'root@h'
+    assert argv[-1] == "python3 - '/a b' manifest.json"
+
+
+def test_rsync_argv_real_run():
+    r = RsyncRunner(None, SshTarget('n2', key='/k'), bwlimit_kib=1024, timeout=30)
+    argv = r.argv('/imgs', '/var/lib/haul/images/ct1', delete=True, mkdir_mode='0700')
+    assert argv[0] == 'rsync'
+    for a in ('--archive', '--sparse', '--hard-links', '--xattrs', '--numeric-ids', '--delete', '--partial',
+              '--partial-dir=.haul-partial', '--bwlimit=1024', '--timeout=30', '--itemize-changes',
+              '--stats', '--no-human-readable'):
+        assert a in argv
+    assert '--dry-run' not in argv and '--acls' not in argv and '--compress' not in argv
+    assert argv[argv.index('--rsh') + 1] == r.target.rsh()
+    assert "--rsync-path=mkdir -p -m 0700 /var/lib/haul/images/ct1 && rsync" in argv
+    assert argv[-2:] == ['/imgs/', 'root@n2:/var/lib/haul/images/ct1/']
+    prot = r.argv('/imgs', '/d', delete=True, protect=['restore.json'])
+    assert '--filter=P /restore.json' in prot and '--omit-dir-times' in prot
+    assert '--filter=P /restore.json' not in r.argv('/imgs', '/d', protect=['restore.json'])  # no --delete
+
+
+def test_rsync_argv_dry_run_creates_nothing():
+    r = RsyncRunner(None, SshTarget('n2'))
+    argv = r.argv('/imgs/', '/d')
+    assert '--delete' not in argv and '--bwlimit' not in ' '.join(argv)
+    dry = r.argv('/imgs/', '/d', dry_run=True)
+    assert '--dry-run' in dry
+    assert not [a for a in dry if a.startswith('--rsync-path')]
+
+
+# ---------------------------------------------------------------------------------------------
+# output parsing
+# ---------------------------------------------------------------------------------------------
+
+def test_parse_stats():
+    s = parse_stats(STATS)
+    assert s['files_transferred'] == 3
+    assert s['total_size'] == 10685763  # thousands separators tolerated
+    assert s['transferred_size'] == 10585763
+    assert s['bytes_sent'] == 10588625
+    assert s['bytes_received'] == 130
+    assert s['files_deleted'] == 1
+    assert parse_stats('')['bytes_sent'] == 0
+
+
+def test_parse_itemized():
+    items = parse_itemized(STATS)
+    assert items == ['cd+++++++++ ./', '>f+++++++++ pages-1.img', 'hf+++++++++ link.img => pages-1.img',
+                     '*deleting   old.img', '.d..t...... sub/']
+    assert parse_itemized(NOTHING) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# exit codes
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('rc,stderr,expect', [
+    (255, 'ssh: connect to host 198.18.0.99 port 22: No route to host\n'
+          'rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n'
+          'rsync error: unexplained error (code 255) at io.c(232) [sender=3.4.1]\n',
+     'destination 198.18.0.99 unreachable (ssh: connect to host 198.18.0.99 port 22: No route to host; '
+     'rsync exit 255: ssh failed)'),
+    (255, 'ssh: connect to host 198.18.0.99 port 22: Connection timed out\n', 'destination 198.18.0.99 unreachable'),
+    (12, 'rsync: [receiver] write failed on "/d/pages-1.img": No space left on device (28)\n'
+         'rsync error: error in file IO (code 11) at receiver.c(381) [receiver=3.4.1]\n',
+     'destination disk full on 198.18.0.99'),
+    (11, 'rsync: write failed on "/d/x": No space left on device (28)\n', 'destination disk full'),
+    (255, 'root@198.18.0.99: Permission denied (publickey).\n', 'SSH authentication to 198.18.0.99 failed'),
+    (255, 'Host key verification failed.\n', 'SSH host key verification failed'),
+    (255, 'ssh: Could not resolve hostname nohost: Name or service not known\n', 'cannot resolve destination host'),
+    (127, 'bash: line 1: rsync: command not found\n', 'rsync is not installed on 198.18.0.99'),
+    (30, 'rsync error: timeout in data send/receive (code 30)\n', 'transfer to 198.18.0.99 stalled'),
+    (23, 'rsync: [sender] send_files failed to open "/s/x": Permission denied (13)\n'
+         'rsync error: some files/attrs were not transferred (code 23)\n', 'partial transfer to 198.18.0.99'),
+    (24, 'file has vanished: "/s/y"\n', 'partial transfer'),
+    (12, 'rsync: connection unexpectedly closed\n', 'connection to 198.18.0.99 lost'),
+    (35, '', 'destination 198.18.0.99 unreachable (rsync exit 35: timeout waiting for daemon connection)'),
+    (99, 'weird\n', 'rsync to 198.18.0.99 failed (weird; rsync exit 99)'),
+])
+def test_explain(rc, stderr, expect):
+    cause = explain_rsync_failure(rc, stderr, '198.18.0.99', timeout=30)
+    assert expect in cause
+    assert '\n' not in cause
+
+
+def test_sync_failure_raises_one_line_with_tail(tmp_path):
+    err = 'ssh: connect to host 198.18.0.99 port 22: No route to host\n' \
+          'rsync: connection unexpectedly closed (0 bytes received so far) [sender]\n' \
+          'rsync error: unexplained error (code 255) at io.c(232) [sender=3.4.1]\n'
+    run = FakeRun((255, '', err))
+    r = RsyncRunner(run, SshTarget('198.18.0.99'))
+    with pytest.raises(HaulError) as e:
+        r.sync(str(tmp_path), '/d')
+    assert e.value.msg.startswith('sync: destination 198.18.0.99 unreachable')
+    assert e.value.rc in (12, 255)
+    res = e.value.result()
+    assert res['stderr_tail'][-1].startswith('rsync error')
+    assert run.calls[0]['environ_update']['LC_ALL'] == 'C'
+
+
+def test_sync_refuses_missing_src_and_empty_dest(tmp_path):
+    r = RsyncRunner(FakeRun(), SshTarget('h'))
+    with pytest.raises(HaulError) as e:
+        r.sync(str(tmp_path / 'nope'), '/d')
+    assert 'source directory' in e.value.msg
+    with pytest.raises(HaulError):
+        r.sync(str(tmp_path), '/')
+
+
+def test_sync_nothing_to_do(tmp_path):
+    r = RsyncRunner(FakeRun((0, NOTHING, '')), SshTarget('h'))
+    res = r.sync(str(tmp_path), '/d', dry_run=True)
+    assert res['changed'] is False and res['files_transferred'] == 0 and res['dry_run'] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest verification
+# ---------------------------------------------------------------------------------------------
+
+def _images(d, corrupt=None):
+    d.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, data in (('pages-1.img', b'\x01' * 5000), ('core-1.img', b'core'), ('sub/x.img', b'x')):
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        files[name] = dict(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if corrupt:
+        files[corrupt]['sha256'] = '0' * 64
+    (d / 'manifest.json').write_text(json.dumps(dict(files=files, criu_version='4.1.1')))
+    return d
+
+
+def test_verify_local_ok_and_problems(tmp_path):
+    d = _images(tmp_path / 'ok')
+    res = verify_manifest_local(str(d))
+    assert res['checked'] == 3 and verify_problems(res) is None
+    (d / 'core-1.img').write_bytes(b'CORE')  # same size, other content
+    (d / 'sub' / 'x.img').unlink()
+    with open(d / 'pages-1.img', 'ab') as f:
+        f.write(b'!')
+    res = verify_manifest_local(str(d))
+    assert res['sha256_mismatch'] == ['core-1.img']
+    assert res['missing'] == ['sub/x.img']
+    assert res['size_mismatch'] == ['pages-1.img']
+    p = verify_problems(res)
+    assert '1 missing (sub/x.img)' in p and 'wrong sha256 (core-1.img)' in p and 'wrong size' in p
+
+
+def test_verify_local_bad_manifest(tmp_path):
+    assert 'cannot read' in verify_problems(verify_manifest_local(str(tmp_path)))
+    (tmp_path / 'manifest.json').write_text('{"nofiles": 1}')
+    assert 'not a valid manifest' in verify_problems(verify_manifest_local(str(tmp_path)))
+    (tmp_path / 'manifest.json').write_text(json.dumps({'files': {'../etc/passwd': {'size': 1}}}))
+    assert 'unsafe names' in verify_problems(verify_manifest_local(str(tmp_path)))
+    (tmp_path / 'manifest.json').write_text(json.dumps({'files': [{'name': 'manifest.json'}]}))
+    assert verify_manifest_local(str(tmp_path))['checked'] == 1
+
+
+def test_verify_remote_runs_script_over_ssh(tmp_path):
+    d = _images(tmp_path / 'imgs')
+    out = json.dumps(verify_manifest_local(str(d)))
+    run = FakeRun((0, out + '\n', ''))
+    res = verify_manifest_remote(run, SshTarget('n2'), '/var/lib/haul/images/ct1')
+    assert res['checked'] == 3
+    call = run.calls[0]
+    assert call['args'][-1] == 'python3 - /var/lib/haul/images/ct1 manifest.json'
+    assert 'def verify' in call['data']
+
+
+def test_verify_remote_errors():
+    bad = json.dumps(dict(checked=0, missing=['a'], size_mismatch=[], sha256_mismatch=[], bad_names=[], error=None))
+    with pytest.raises(HaulError) as e:
+        verify_manifest_remote(FakeRun((0, bad, '')), SshTarget('n2'), '/d')
+    assert e.value.msg == 'verify: images on n2:/d do not match manifest.json: 1 missing (a)'
+    with pytest.raises(HaulError) as e:
+        verify_manifest_remote(FakeRun((127, '', 'bash: python3: command not found\n')), SshTarget('n2'), '/d')
+    assert 'python3 is not installed on n2' in e.value.msg
+    with pytest.raises(HaulError) as e:
+        verify_manifest_remote(FakeRun((255, '', 'ssh: connect to host n2 port 22: No route to host\n')),
+                               SshTarget('n2'), '/d')
+    assert e.value.msg == ('verify: destination n2 unreachable (ssh: connect to host n2 port 22: No route to host; '
+                           'ssh exit 255: ssh failed)')
+    with pytest.raises(HaulError) as e:
+        verify_manifest_remote(FakeRun((0, 'garbage', '')), SshTarget('n2'), '/d')
+    assert 'unexpected output' in e.value.msg
+
+
+# ---------------------------------------------------------------------------------------------
+# real rsync through a stand-in ssh that runs the "remote" command locally
+# ---------------------------------------------------------------------------------------------
+
+FAKE_SSH = """#!/bin/sh
+# drop ssh options and the host, run the rest like sshd would (through a shell)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|-i|-p|-l) shift 2 ;;
+    -*) shift ;;
+    *) shift; break ;;
+  esac
+done
+exec sh -c "$*"
+"""
+
+
+def _run(args, data=None, environ_update=None, **kwargs):
+    env = dict(os.environ)
+    env.update(environ_update or {})
+    p = subprocess.run(args, input=data, capture_output=True, text=True, env=env, check=False)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture
+def fake_ssh(tmp_path):
+    if not shutil.which('rsync'):
+        pytest.skip('rsync not installed')
+    p = tmp_path / 'fake-ssh'
+    p.write_text(FAKE_SSH)
+    p.chmod(0o755)
+    return str(p)
+
+
+def test_real_rsync_roundtrip(tmp_path, fake_ssh):
+    src = _images(tmp_path / 'src')
+    os.link(src / 'pages-1.img', src / 'hardlink.img')
+    with open(src / 'sparse.img', 'wb') as f:
+        f.truncate(8 << 20)
+    os.chmod(src, 0o700)
+    dest = tmp_path / 'far' / 'away' / 'images'
+    r = RsyncRunner(_run, SshTarget('localhost', ssh_bin=fake_ssh), timeout=30)
+
+    dry = r.sync(str(src), str(dest), dry_run=True, delete=True, mkdir_mode='0700')
+    assert dry['changed'] and dry['files_transferred'] >= 4
+    assert not (tmp_path / 'far').exists()  # check mode created nothing
+
+    res = r.sync(str(src), str(dest), delete=True, mkdir_mode='0700')
+    assert res['changed'] and res['files_transferred'] >= 4 and res['bytes_sent'] > 5000
+    assert res['total_size'] == dry['total_size']
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+    assert os.stat(dest / 'hardlink.img').st_ino == os.stat(dest / 'pages-1.img').st_ino
+    assert os.stat(dest / 'sparse.img').st_blocks * 512 < (1 << 20)  # still sparse
+    assert verify_problems(verify_manifest_local(str(dest))) is None
+
+    again = r.sync(str(src), str(dest), delete=True, mkdir_mode='0700')
+    assert again['changed'] is False and again['files_transferred'] == 0
+    assert r.sync(str(src), str(dest), dry_run=True, delete=True)['changed'] is False
+
+    # a stray file on the destination is deleted, the files of criu_restore are kept
+    (dest / 'stray.img').write_bytes(b's')
+    (dest / 'restore.json').write_text('{}')
+    res = r.sync(str(src), str(dest), delete=True, protect=RECEIVER_FILES)
+    assert res['changed'] and not (dest / 'stray.img').exists()
+    assert (dest / 'restore.json').exists()
+    assert r.sync(str(src), str(dest), delete=True, protect=RECEIVER_FILES)['changed'] is False
+
+    # remote verification through the same stand-in ssh
+    vres = verify_manifest_remote(_run, r.target, str(dest))
+    assert vres['checked'] == 3
+
+
+def test_real_rsync_unreachable(tmp_path):
+    if not shutil.which('rsync') or not shutil.which('ssh'):
+        pytest.skip('rsync or ssh not installed')
+    src = _images(tmp_path / 'src')
+    # a TEST-NET-1 address: nothing answers; ConnectTimeout keeps it short
+    r = RsyncRunner(_run, SshTarget('192.0.2.1', connect_timeout=1), timeout=5)
+    with pytest.raises(HaulError) as e:
+        r.sync(str(src), '/tmp/never')
+    assert e.value.msg.startswith('sync: destination 192.0.2.1 unreachable'), e.value.msg
+    assert e.value.rc in (12, 255)
