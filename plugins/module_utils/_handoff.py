@@ -168,7 +168,9 @@ class Relay(object):
         self.last = None
 
     def start(self):
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        # A long-lived, two-way session (commands in, status lines out) while the critical section
+        # runs: run_command cannot do that.
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # pylint: disable=ansible-bad-function
                                      stderr=subprocess.PIPE, close_fds=True)
 
     def send(self, cmd):
@@ -238,12 +240,8 @@ class ControlMaster(object):
     def options(self):
         return ['ControlMaster=auto', 'ControlPath=%s/cm' % self.dir, 'ControlPersist=60']
 
-    def close(self, target):
-        try:
-            subprocess.call(target.ssh_argv() + ['-O', 'exit', target.login],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except (IOError, OSError):
-            pass
+    def close(self, target, run_command):
+        run_command(target.ssh_argv() + ['-O', 'exit', target.login])
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -339,10 +337,10 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
                 err.cause += '; rolled back: %s runs on the source again' % (params.get('name') or 'the container')
         err.details['frozen_ms'] = ms(frozen_at, time.time()) if frozen_at else 0
         relay.close()
-        cm.close(target)
+        cm.close(target, run_command)
         raise err
     relay.close()
-    cm.close(target)
+    cm.close(target, run_command)
 
     # Success: now, and only now, the source copy goes.
     cleanup = _finalize_source(params, dumped, cgroup_mod, images_mod)

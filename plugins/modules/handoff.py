@@ -296,7 +296,7 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
-        result = send_container(p, module.run_command, lambda params: dump_container(params),
+        result = send_container(p, module.run_command, dump_container,
                                 _cgroup, _images, _transport)
     except HaulError as e:
         fail(module, e)

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The plain-CRIU baseline: what an operator would type by hand to move a lab container, with no
 # Ansible and no haul.live code. Runs on the source node:
 #   baseline.sh NAME DEST_ADDRESS SSH_KEY
@@ -12,15 +12,15 @@ v2=$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)
 fz=$(awk '$9 == "cgroup" && $NF ~ /freezer/ {print $5; exit}' /proc/self/mountinfo)
 cg=$v2/haul/$name
 pid=
-for p in $(cat "$cg/cgroup.procs"); do
+while read -r p; do
   if awk '/^NSpid:/ {exit !($NF == 1 && NF > 2)}' "/proc/$p/status"; then pid=$p; break; fi
-done
+done < "$cg/cgroup.procs"
 [ -n "$pid" ] || { echo "no container $name here" >&2; exit 1; }
 img=/var/lib/haul/images/$name-baseline
 root=/var/lib/haul/containers/$name/rootfs
 rsh="ssh -i $key -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
 ssh="$rsh -n"
-rm -rf "$img"; mkdir -p -m 0700 "$img"
+rm -rf "$img"; mkdir -p "$img"; chmod 0700 "$img"
 rsync -aSH --numeric-ids -e "$rsh" --rsync-path="mkdir -p $root && rsync" "$root/" "$dest:$root/"
 freeze=${fz:+$fz/haul/$name}
 t0=$(date +%s%N)
