@@ -30,16 +30,14 @@ options:
     description: Only these containers. Names that are not found are listed in RV(missing).
     type: list
     elements: str
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in C(check_mode) and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 notes:
   - Run it as root. It reads C(/proc) and the cgroup filesystems only.

@@ -27,19 +27,18 @@ description:
   - The available memory, and the free space where O(images_dir) is or would be.
 author:
   - haul.live developers (@haul-live)
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details:
       - This module never modifies the host; it runs the same way in check mode.
   diff_mode:
-    description: Returns details on what has changed (or would change in check mode) in diff mode.
     support: N/A
     details:
       - This module never modifies the host.
   idempotent:
-    description: A second identical run reports changed=false and does nothing harmful.
     support: full
   facts:
     description: Action returns an C(ansible_facts) dictionary that will update existing host facts.

@@ -131,18 +131,16 @@ options:
   criu_path:
     description: The criu binary. Found on C(PATH) when not given.
     type: path
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in C(check_mode) and return changed status prediction without modifying target.
     support: full
     details:
       - In check mode the container is identified and the destination's readiness is not awaited; nothing is frozen.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
     support: none
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details:
       - Once the container has moved, it no longer runs here and the module reports no change.

@@ -116,21 +116,18 @@ options:
         host does not hang the play.
     type: int
     default: 300
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in C(check_mode) and return changed status prediction without modifying target.
     support: full
     details:
       - Runs C(rsync --dry-run) and returns what would be sent.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
     support: partial
     details:
       - The diff lists the files rsync sends or deletes (C(--itemize-changes)), at most 100 per tree.
   idempotent:
-    description:
-      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
-      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
     support: full
 notes:
   - The module runs rsync on the source host; the source host must be able to log in to
