@@ -214,8 +214,8 @@ demo: install
 	cd $(ROOT) && tests/lab/demo.sh
 
 bench: install
-	@test -x $(ROOT)/tests/bench/run || { echo "haul.live: tests/bench/run does not exist yet (the benchmark comes with a later issue)" >&2; exit 1; }
-	cd $(ROOT) && tests/bench/run
+	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements-bench.txt
+	cd $(ROOT) && $(VENV)/bin/python tests/bench/run $(BENCH_OPTS)
 
 clean:
 	rm -rf $(BUILD) $(OUTPUT)
