@@ -302,7 +302,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         root = dumped.get('root')
         rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
                                           timeout=params['timeout'])
-        sent = rsync.sync(params['images_dir'], dest_images, delete=True, mkdir_mode='0700')
+        sent = rsync.sync(params['images_dir'], dest_images, delete=True, mkdir_mode='0700', fresh=True)
         sent_root = None
         if params.get('sync_rootfs') and root:
             sent_root = rsync.sync(root, params.get('rootfs_dest') or root, delete=True)

@@ -398,8 +398,13 @@ class RsyncRunner(object):
         self.partial_dir = partial_dir
         self.builder = CmdBuilder(rsync_bin, _RSYNC_FORMATS, _RSYNC_ORDER)
 
-    def argv(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, extra=None, protect=None):
+    def argv(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, extra=None, protect=None,
+             fresh=False):
         """The rsync argv copying the contents of ``src`` into ``dest`` on the target.
+
+        ``fresh``: the destination holds none of these files (a new images directory inside a
+        freeze): send whole files and skip sparse detection, which costs CPU and saves nothing
+        for CRIU's page images.
 
         ``protect``: names, relative to ``dest``, that ``delete`` must keep (``--filter='P /NAME'``);
         directory times are then not copied either (``--omit-dir-times``), so that the files the
@@ -416,7 +421,7 @@ class RsyncRunner(object):
                 mk += ['-m', mkdir_mode]
             rsync_path = '%s %s && rsync' % (' '.join(mk), _quote(dest))
         return self.builder.build(
-            archive=True, sparse=True, hard_links=True, xattrs=True, acls=acls or None, numeric_ids=True,
+            archive=True, sparse=not fresh or None, hard_links=True, xattrs=True, acls=acls or None, numeric_ids=True,
             delete=delete or None,
             compress=self.compress or None,
             protect=list(protect) if protect and delete else None,
@@ -428,12 +433,12 @@ class RsyncRunner(object):
             itemize=True, stats=True,
             rsh=self.target.rsh(),
             rsync_path=rsync_path,
-            extra=list(extra) if extra else None,
+            extra=(list(extra or []) + (['--whole-file'] if fresh else [])) or None,
             src=src.rstrip('/') + '/',
             dest=self.target.rsync_dest(dest.rstrip('/') + '/'),
         )
 
-    def sync(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, protect=None):
+    def sync(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, protect=None, fresh=False):
         """Run rsync; return a dict of stats plus ``changed``, ``changes`` (count), ``itemized``
         (first lines), ``duration_s``, ``src``, ``dest``. Raise HaulError('sync', ...) on failure.
         """
@@ -442,7 +447,7 @@ class RsyncRunner(object):
         if dest.rstrip('/') in ('', '.'):
             raise HaulError('sync', 'refusing to sync into %r on %s' % (dest, self.target.host))
         argv = self.argv(src, dest, dry_run=dry_run, delete=delete, mkdir_mode=mkdir_mode, acls=acls,
-                         protect=protect)
+                         protect=protect, fresh=fresh)
         start = time.time()
         rc, out, err = self.run_command(argv, environ_update=dict(C_LOCALE))
         duration = time.time() - start

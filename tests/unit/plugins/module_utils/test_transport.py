@@ -154,6 +154,14 @@ def test_rsync_argv_dry_run_creates_nothing():
 # output parsing
 # ---------------------------------------------------------------------------------------------
 
+def test_rsync_argv_fresh_sends_whole_files_without_sparse_detection():
+    r = RsyncRunner(None, SshTarget('n2'))
+    normal = r.argv('/src', '/dst')
+    fresh = r.argv('/src', '/dst', fresh=True)
+    assert '--sparse' in normal and '--whole-file' not in normal
+    assert '--sparse' not in fresh and '--whole-file' in fresh
+
+
 def test_parse_stats():
     s = parse_stats(STATS)
     assert s['files_transferred'] == 3
