@@ -69,13 +69,13 @@ def control_dir(images_dir, handoff_id):
 # Runs on the destination as ``python3 -c RELAY_SCRIPT CONTROL_DIR TIMEOUT`` in the source's SSH
 # session. Lines on stdin (commands) become files in CONTROL_DIR; every change of
 # CONTROL_DIR/status.json becomes a JSON line on stdout. It ends at a final state. If the
-# source goes away (EOF) before it sent commit, it writes abort: a source that is gone must
-# not leave a destination copy that could resume.
+# source goes away (EOF) before it sent commit, it writes abort (a source that is gone must
+# not leave a destination copy that could resume), and ends.
 RELAY_SCRIPT = r'''
 import json, os, select, sys, time
 ctl, timeout = sys.argv[1], float(sys.argv[2])
 deadline = time.time() + timeout
-last, committed, eof, buf = None, False, False, b''
+last, committed, buf = None, False, b''
 def put(name):
     p = os.path.join(ctl, name)
     with open(p + '.tmp', 'w') as f:
@@ -93,12 +93,13 @@ while True:
         sys.stdout.flush()
         if json.loads(st).get('state') in ('running', 'failed', 'aborted'):
             break
-    if not eof and select.select([0], [], [], 0.002)[0]:
+    if select.select([0], [], [], 0.002)[0]:
         data = os.read(0, 4096)
         if not data:
-            eof = True
+            # nobody listens any more; without a commit, the destination must not resume
             if not committed and os.path.isdir(ctl):
                 put('abort')
+            break
         buf += data
         while b'\n' in buf:
             line, buf = buf.split(b'\n', 1)
@@ -106,8 +107,6 @@ while True:
             if cmd in ('synced', 'commit', 'abort'):
                 committed = committed or cmd == 'commit'
                 put(cmd)
-    elif eof:
-        time.sleep(0.002)
     if time.time() > deadline:
         sys.stdout.write(json.dumps({'state': 'failed', 'msg': 'relay: no final state within %ds' % timeout}) + '\n')
         break
@@ -277,7 +276,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         params['dest_host'], user=params.get('dest_user') or 'root', port=params.get('ssh_port'),
         key=params.get('ssh_key'), options=list(params.get('ssh_options') or []) + cm.options(),
         connect_timeout=params.get('connect_timeout') or 10)
-    relay = Relay(target, ctl, params['timeout'])
+    relay = Relay(target, ctl, params['timeout'] * 4)
     result = {'changed': False, 'dest_host': params['dest_host'], 'images_dir': params['images_dir'],
               'dest_images_dir': dest_images}
     committed = False
