@@ -1203,6 +1203,8 @@ def restore_container(params, check_mode=False, diff=False):
         shell_job=False,
         # handoff: the tree stays stopped until the source commits (see _handoff.py)
         leave_stopped=True if params.get('hold') == 'stopped' else None,
+        # post-copy: missing pages come through userfaultfd from the lazy-pages daemon
+        lazy_pages=True if params.get('lazy_pages') else None,
     )
     existed = cg is not None
     try:

@@ -165,6 +165,53 @@ options:
         description: Do not check the page server's certificate CN.
         type: bool
         default: false
+  # --- post-copy (issue 5): lazy mode
+  lazy:
+    description:
+      - Post-copy - dump without the memory, which stays on this host and is served by CRIU's page server
+        (C(criu dump --lazy-pages --address --port)) until the destination has every page. The module returns
+        once the page server is ready (CRIU's status fd), leaving a supervised background CRIU process.
+      - The container stays frozen (held by CRIU) while its pages are served; once the destination has them all,
+        CRIU kills it. Once the destination has resumed, the source never resumes; if the transfer breaks after
+        that, the container is lost (see M(haul.live.lazy_pages)).
+      - O(hold), O(page_server) and O(parent_images) do not apply. C(stats) are not returned (CRIU writes them at the
+        end, with a meaningless C(frozen_time)).
+      - The destination runs M(haul.live.lazy_pages) against this page server, then
+        M(haul.live.criu_restore) with O(haul.live.criu_restore#module:lazy_pages=true).
+    type: dict
+    suboptions:
+      address:
+        description: Address this host's page server listens on (reachable from the destination).
+        type: str
+        required: true
+      port:
+        description: TCP port of the page server.
+        type: int
+        default: 27100
+      ready_timeout:
+        description: Seconds to wait for the page server to be ready.
+        type: int
+        default: 60
+      tls:
+        description:
+          - Serve the pages over TLS (on by default). With V(false) the result says C(tls=false) plainly.
+          - See M(haul.live.lazy_pages) for how to make a CA and certificates with openssl.
+        type: bool
+        default: true
+      tls_cacert:
+        description: CA certificate to verify the destination with. Default, CRIU's C(/etc/pki/CA/cacert.pem).
+        type: path
+      tls_cert:
+        description: This host's certificate. Default, CRIU's C(/etc/pki/criu/cert.pem).
+        type: path
+      tls_key:
+        description: Key of the certificate. Default, CRIU's C(/etc/pki/criu/private/key.pem).
+        type: path
+      tls_no_cn_verify:
+        description: Do not check the destination's certificate CN.
+        type: bool
+        default: false
+  # --- end post-copy
   checksum:
     description:
       - Whether the manifest records a sha256 per image file (about 0.9 s per GiB, spent while the container
@@ -221,6 +268,17 @@ EXAMPLES = r'''
       host: 198.18.0.12
       port: 27000
       tls: true
+      tls_cacert: /etc/haul/pki/ca.pem
+      tls_cert: /etc/haul/pki/node1.pem
+      tls_key: /etc/haul/pki/node1.key
+
+- name: Post-copy - lazy dump, pages served from this host until the destination has them all
+  haul.live.criu_dump:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1
+    lazy:
+      address: 198.18.0.11
+      port: 27100
       tls_cacert: /etc/haul/pki/ca.pem
       tls_cert: /etc/haul/pki/node1.pem
       tls_key: /etc/haul/pki/node1.key
@@ -314,12 +372,29 @@ failed_step:
   description: The step that failed (identify, images, space, dump, hold, manifest, ...).
   returned: failure
   type: str
+# --- post-copy (issue 5)
+lazy:
+  description:
+    - The lazy dump - C(address), C(port), C(tls), C(state) (serving or finished), C(supervisor_pid) (waits for the
+      dump's end and records it in C(state_file)), C(dump_pid), C(ready_ms) (until the page server was ready).
+  returned: with O(lazy)
+  type: dict
+  sample: {address: 198.18.0.11, port: 27100, tls: true, state: serving, ready_ms: 80.5}
+tls:
+  description: Whether the pages are served over TLS.
+  returned: with O(lazy)
+  type: bool
+security:
+  description: "The page transport said plainly for reports - C(tls) or C(plaintext (tls: false))."
+  returned: with O(lazy)
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import dump_container
+from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy  # post-copy (issue 5)
 
 
 def main():
@@ -347,16 +422,31 @@ def main():
                 tls_key=dict(type='path'),
                 tls_no_cn_verify=dict(type='bool', default=False),
             ), required_together=[['tls_cert', 'tls_key']]),
+            # --- post-copy (issue 5)
+            lazy=dict(type='dict', options=dict(
+                address=dict(type='str', required=True),
+                port=dict(type='int', default=27100),
+                ready_timeout=dict(type='int', default=60),
+                tls=dict(type='bool', default=True),
+                tls_cacert=dict(type='path'),
+                tls_cert=dict(type='path'),
+                tls_key=dict(type='path'),
+                tls_no_cn_verify=dict(type='bool', default=False),
+            ), required_together=[['tls_cert', 'tls_key']]),
+            # --- end post-copy
             checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
             force=dict(type='bool', default=False),
             criu_path=dict(type='path'),
         ),
         required_one_of=[['cgroup', 'pid']],
-        mutually_exclusive=[['cgroup', 'pid']],
+        mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server'], ['lazy', 'parent_images']],
         supports_check_mode=True,
     )
     try:
-        result = dump_container(module.params, check_mode=module.check_mode, diff=module._diff)
+        if module.params['lazy']:  # post-copy (issue 5)
+            result = dump_lazy(module.params, check_mode=module.check_mode, diff=module._diff)
+        else:
+            result = dump_container(module.params, check_mode=module.check_mode, diff=module._diff)
     except HaulError as e:
         fail(module, e, images_dir=module.params['images_dir'])
     module.exit_json(**result)

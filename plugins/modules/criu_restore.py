@@ -100,6 +100,18 @@ options:
   criu_path:
     description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
     type: path
+  # --- post-copy (issue 5)
+  lazy_pages:
+    description:
+      - Post-copy - restore lazily - the tree runs at once and its memory comes on demand (userfaultfd) through the
+        C(criu lazy-pages) daemon that M(haul.live.lazy_pages) started for the same O(images_dir), from the
+        source's lazy dump (M(haul.live.criu_dump) with O(haul.live.criu_dump#module:lazy)).
+      - Fails clearly when no such daemon runs. Once this restore has succeeded, the source never resumes (see
+        M(haul.live.lazy_pages)).
+      - Not with O(handoff).
+    type: bool
+    default: false
+  # --- end post-copy
   handoff:
     description:
       - Receive the container from M(haul.live.handoff) running on the source, as the destination
@@ -157,6 +169,11 @@ EXAMPLES = r'''
     name: web1
     root: /srv/containers/web1/rootfs
     cgroup: haul/web1
+
+- name: Post-copy - restore through the lazy-pages daemon (see haul.live.lazy_pages)
+  haul.live.criu_restore:
+    images_dir: /var/lib/haul/images/web1
+    lazy_pages: true
 
 - name: Show the restored pid
   ansible.builtin.debug:
@@ -226,6 +243,23 @@ failed_step:
   description: The step that failed (verify, restore, check, ...).
   returned: failure
   type: str
+# --- post-copy (issue 5)
+lazy_pages:
+  description: C(true) when restored lazily (O(lazy_pages)).
+  returned: with O(lazy_pages)
+  type: bool
+lazy_pages_pid:
+  description: Pid of the lazy-pages daemon the restore used.
+  returned: with O(lazy_pages)
+  type: int
+tls:
+  description: Whether the daemon fetches the pages over TLS.
+  returned: with O(lazy_pages)
+  type: bool
+security:
+  description: "The page transport said plainly for reports - C(tls) or C(plaintext (tls: false))."
+  returned: with O(lazy_pages)
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -234,6 +268,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images
 from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
 from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
+from ansible_collections.haul.live.plugins.module_utils._postcopy import restore_lazy  # post-copy (issue 5)
 
 
 def main():
@@ -251,6 +286,7 @@ def main():
             verify=dict(type='str', choices=['sha256', 'size'], default='sha256'),
             check_timeout=dict(type='int', default=5),
             criu_path=dict(type='path'),
+            lazy_pages=dict(type='bool', default=False),  # post-copy (issue 5)
             handoff=dict(type='dict', options=dict(
                 id=dict(type='str', required=True),
                 timeout=dict(type='int', default=300),
@@ -260,6 +296,7 @@ def main():
             )),
         ),
         required_by={'handoff': ('cgroup', 'name')},
+        mutually_exclusive=[['lazy_pages', 'handoff']],  # post-copy (issue 5)
         supports_check_mode=True,
     )
     if module.params['tcp_established'] and module.params['tcp_close']:
@@ -273,6 +310,8 @@ def main():
             params = dict(module.params, verify='size')
             result = receive_container(params, lambda p: prepare_receive(p, _criu, _cgroup, _images),
                                        restore_container, _cgroup)
+        elif module.params['lazy_pages']:  # post-copy (issue 5)
+            result = restore_lazy(module.params, check_mode=module.check_mode, diff=module._diff)
         else:
             result = restore_container(module.params, check_mode=module.check_mode, diff=module._diff)
     except HaulError as e:

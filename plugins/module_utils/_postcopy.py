@@ -1,0 +1,928 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Post-copy (lazy pages) building blocks.
+
+This is a private module_util: it is not part of the collection's public API.
+
+A post-copy migration, module by module::
+
+    source       criu_dump lazy: the tree is dumped without its memory; a background
+                 CRIU keeps the tasks frozen and serves their pages (page server).
+                 Returns once the page server is ready (CRIU's status fd).
+    source       image_sync of the (small) images dir and of the root filesystem.
+    destination  lazy_pages: ``criu lazy-pages --page-server`` detached, connected to
+                 the source's page server. Returns once ready (status fd).
+    destination  criu_restore lazy_pages=true: the tree is restored stopped; once the
+                 daemon has connected to the page server (CRIU's daemon connects only
+                 when the restore hands it the userfaultfds, so an unreachable page
+                 server shows here) the tree is resumed. Missing pages come through
+                 userfaultfd from the daemon, which also pulls the rest.
+    either       lazy_pages state=finished (destination) or wait_transfer (source):
+                 wait until every page has moved; both CRIU processes then exit, and
+                 the source tasks are gone.
+
+Background processes (the source's lazy dump, the destination's daemon) are started
+by :func:`spawn_supervised`: a detached supervisor (new session, stdio on
+/dev/null, so that Ansible's connection never waits for it) runs the job, reports
+readiness or failure on a pipe to the module, then waits for the job's end and writes
+its exit status to a state file ``<images_dir>.postcopy/<job>.json``.
+:func:`wait_transfer` waits on the supervisor's pid with a pidfd (no sleeps when the
+kernel has pidfd_open) and then reads that state file.
+
+ROLLBACK RULE (post-copy)
+-------------------------
+
+* Until the destination has resumed the container (criu_restore lazy_pages succeeded:
+  the tree was restored stopped, the daemon reached the page server, then the tree was
+  resumed), the source is the container: any failure (dump, sync, lazy-pages daemon,
+  restore) stops the post-copy, the destination's copy is removed before it ever ran
+  (criu_restore does that), and the source may be resumed: its lazy dump is aborted
+  (lazy_pages state=absent on the source) and its cgroup thawed (cgroup_thaw).
+* Once the destination has resumed, the source NEVER resumes: its memory is now split
+  between both hosts, so a resumed source would be a second, diverging copy (split
+  brain). From then on the only way forward is to finish the transfer.
+  Enforced on the source: CRIU resumes the tasks whenever its page server fails, so
+  once the page server is ready the supervisor also freezes the container's cgroup v2
+  (cgroup.freeze); a failed or aborted lazy dump leaves the source frozen
+  (``source: frozen`` in its state), never running. Only the caller, which knows
+  whether the destination resumed, thaws it (before) or kills it (after).
+* Only the destination's daemon exiting with 0 proves that every page moved: CRIU's
+  page server takes a closed connection for the end of the transfer, so the source's
+  lazy dump may end "successfully" (and CRIU kill the source tasks) when the daemon was
+  killed mid-transfer (seen on the lab). The source never runs again either way.
+* If the transfer breaks after that point (source host or page server dies, network
+  cut, daemon killed, timeout), the container is LOST: the destination's tasks block on
+  pages that will never come. :func:`wait_transfer` (lazy_pages state=finished) then
+  raises HaulError('transfer', ...) saying so and why (exit status, the telling line
+  of the CRIU log). The caller kills the source's frozen remains and the destination's
+  stuck copy. This is post-copy's known risk: it trades a short freeze for the
+  dependence on both hosts until the last page has moved.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._criu import telling_error
+
+DEFAULT_PORT = 27100
+STATE_SUFFIX = '.postcopy'
+LAZY_PAGES_LOG = 'lazy-pages.log'
+LAZY_PAGES_SOCKET = 'lazy-pages.socket'
+
+
+# --------------------------------------------------------------------------- paths, state
+
+def state_dir(images_dir):
+    """``<images_dir>.postcopy``: state files of the background jobs (outside the images)."""
+    return os.path.abspath(images_dir).rstrip('/') + STATE_SUFFIX
+
+
+def state_path(images_dir, job):
+    return os.path.join(state_dir(images_dir), job + '.json')
+
+
+def read_state(path):
+    """The JSON state of a job, or None when missing or unreadable."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_state(path, data):
+    """Write a job's state atomically."""
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        os.makedirs(d, 0o700)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, sort_keys=True)
+    os.rename(tmp, path)
+
+
+def pid_alive(pid):
+    """Whether pid exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        with open('/proc/%d/stat' % int(pid)) as f:
+            st = f.read().rsplit(')', 1)[1].split()[0]
+    except (IOError, OSError, IndexError, ValueError):
+        return False
+    return st not in ('Z', 'X')
+
+
+def proc_cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % int(pid), 'rb') as f:
+            return [a.decode('utf-8', 'replace') for a in f.read().split(b'\0') if a]
+    except (IOError, OSError, ValueError):
+        return []
+
+
+# --------------------------------------------------------------------------- status fds
+
+def wait_status_fd(fd, timeout, what='CRIU'):
+    """Wait for CRIU's readiness byte on ``fd``, no sleeps.
+
+    Returns True when a byte came, False on EOF (the writer exited without one).
+    Raises HaulError('ready', ...) after ``timeout`` seconds.
+    """
+    ready, dummy, dummy2 = select.select([fd], [], [], timeout)
+    if not ready:
+        raise HaulError('ready', '%s not ready after %ss' % (what, timeout))
+    return bool(os.read(fd, 1))
+
+
+def read_report(fd, timeout, what='background job'):
+    """One JSON line from a supervisor's report pipe, within ``timeout`` seconds.
+
+    EOF without a line means the supervisor died: HaulError('ready', ...).
+    """
+    buf = b''
+    deadline = time.time() + timeout
+    while b'\n' not in buf:
+        left = deadline - time.time()
+        if left <= 0:
+            raise HaulError('ready', '%s not ready after %ss' % (what, timeout))
+        ready, dummy, dummy2 = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise HaulError('ready', '%s exited without a report' % what)
+        buf += chunk
+    try:
+        return json.loads(buf.split(b'\n', 1)[0].decode('utf-8', 'replace'))
+    except ValueError:
+        raise HaulError('ready', '%s sent a bad report: %r' % (what, buf[:200]))
+
+
+# --------------------------------------------------------------------------- supervisor
+
+def _detach_stdio(keep):
+    """In a supervisor: stdio on /dev/null, every other fd closed except ``keep``."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    top = 1024
+    try:
+        top = max(top, os.sysconf('SC_OPEN_MAX'))
+    except (ValueError, OSError):
+        pass
+    top = min(top, 65536)
+    keep = sorted(set(fd for fd in keep if fd > 2))
+    low = 3
+    for fd in keep + [top]:
+        if low < fd:
+            os.closerange(low, fd)
+        low = fd + 1
+
+
+def spawn_supervised(job, state_file, ready_timeout, what='background job', keep_fds=()):
+    """Run ``job(report)`` in a detached supervisor; return its first report (a dict).
+
+    ``job`` runs in a grandchild of this process, in a new session, with stdio on
+    /dev/null (so that an Ansible connection does not wait for it). It must call
+    ``report(dict)`` once when ready (or failed), and return the final state (a dict,
+    with ``rc``), which is written to ``state_file`` with the supervisor's times.
+    The returned report gets ``supervisor_pid``. Raises HaulError('ready', ...) when no
+    report comes within ``ready_timeout`` (the supervisor is then killed).
+    """
+    rfd, wfd = os.pipe()
+    pid_r, pid_w = os.pipe()
+    first = os.fork()
+    if first == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.close(rfd)
+            os.close(pid_r)
+            os.setsid()
+            second = os.fork()
+            if second != 0:
+                os.write(pid_w, ('%d\n' % second).encode('ascii'))
+                os._exit(0)
+            os.close(pid_w)
+            _detach_stdio([wfd] + list(keep_fds))
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            sent = []
+
+            def report(data):
+                if not sent:
+                    sent.append(True)
+                    os.write(wfd, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'))
+                    os.close(wfd)
+
+            started = time.time()
+            try:
+                final = job(report) or {}
+            except HaulError as e:
+                final = {'rc': 1, 'error': e.msg, 'log_path': e.log}
+                report(dict(ready=False, error=e.msg, log_path=e.log))
+            except BaseException as e:  # pylint: disable=broad-except
+                final = {'rc': 1, 'error': 'supervisor: %s' % e}
+                report(dict(ready=False, error='supervisor: %s' % e))
+            final.update(started=started, ended=time.time(), supervisor_pid=os.getpid())
+            final.setdefault('state', 'finished' if final.get('rc') == 0 else 'failed')
+            write_state(state_file, final)
+        except BaseException:  # pylint: disable=broad-except
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    os.close(pid_w)
+    try:
+        os.waitpid(first, 0)
+        sup = None
+        try:
+            line = os.read(pid_r, 64).decode('ascii').strip()
+            sup = int(line) if line else None
+        except (OSError, ValueError):
+            sup = None
+        try:
+            rep = read_report(rfd, ready_timeout, what)
+        except HaulError:
+            if sup and pid_alive(sup):
+                _kill_tree(sup)
+            raise
+    finally:
+        os.close(rfd)
+        os.close(pid_r)
+    rep['supervisor_pid'] = sup
+    return rep
+
+
+def _kill_tree(pid, sig=signal.SIGKILL):
+    """Kill a process and its descendants (found through /proc/*/stat's ppid)."""
+    children = {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % name) as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (IOError, OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    todo, seen = [int(pid)], []
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(children.get(p, []))
+    for p in seen:
+        try:
+            os.kill(p, sig)
+        except OSError:
+            pass
+    return seen
+
+
+# --------------------------------------------------------------------------- source: lazy dump
+
+def _v2_freeze(path, frozen):
+    """Write cgroup.freeze of a cgroup v2 directory; True when written."""
+    if not path:
+        return False
+    try:
+        with open(os.path.join(path, 'cgroup.freeze'), 'w') as f:
+            f.write('1' if frozen else '0')
+    except (IOError, OSError):
+        return False
+    return True
+
+
+def lazy_dump_start(session, options, images_dir, ready_timeout=60, hold_cgroup=None):
+    """Start a lazy dump (``options.lazy_pages`` with ``page_server``) in the background.
+
+    Uses :meth:`CriuSession.dump_lazy_start` inside a detached supervisor, which waits
+    for the dump's end (every page served, or failure) and records it in
+    ``state_path(images_dir, 'dump')``. Returns {'supervisor_pid', 'dump_pid',
+    'log_path', 'ready_ms', 'state_file', 'held'}; HaulError('dump', ...) when the dump
+    fails or is not ready in ``ready_timeout`` seconds (CRIU then resumes the source).
+
+    ``hold_cgroup``: the container's cgroup v2 directory. Once the page server is
+    ready, the supervisor also freezes it there (``cgroup.freeze``), so that CRIU
+    cannot resume the source on its own if the transfer breaks later (CRIU resumes
+    the tasks whenever its page server fails, even after the destination has resumed).
+    On success CRIU kills the tasks (SIGKILL goes through the v2 freezer); on failure
+    they stay frozen and the state says ``source: frozen``: the caller thaws them
+    (the destination never resumed) or kills them (it did: the container is lost).
+    """
+    if not options.lazy_pages or not options.page_server:
+        raise HaulError('options', 'a lazy dump needs lazy_pages and page_server')
+    sfile = state_path(images_dir, 'dump')
+    if not os.path.isdir(state_dir(images_dir)):
+        os.makedirs(state_dir(images_dir), 0o700)
+    try:
+        os.unlink(sfile)
+    except OSError:
+        pass
+    session.pycriu  # pylint: disable=pointless-statement
+    start = time.time()
+
+    def job(report):
+        child, log = session.dump_lazy_start(options, ready_timeout=ready_timeout)
+        held = _v2_freeze(hold_cgroup, True)
+        write_state(sfile, {'state': 'running', 'dump_pid': child, 'supervisor_pid': os.getpid(), 'log_path': log,
+                            'images_dir': images_dir, 'address': options.page_server.get('address'),
+                            'port': options.page_server.get('port'), 'tls': bool(options.tls),
+                            'held': held, 'hold_cgroup': hold_cgroup})
+        report(dict(ready=True, dump_pid=child, log_path=log, ready_ms=round((time.time() - start) * 1000, 1),
+                    held=held))
+        dummy, status = os.waitpid(child, 0)
+        rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        res = {'rc': rc, 'dump_pid': child, 'log_path': log, 'held': held, 'hold_cgroup': hold_cgroup}
+        if rc != 0:
+            res['error'] = telling_error(log) or 'the lazy dump exited with %d' % rc
+            res['source'] = 'frozen' if held else 'resumed by CRIU'
+        else:
+            res['source'] = 'gone'
+            _v2_freeze(hold_cgroup, False)  # empty by now; leave no frozen cgroup behind
+        return res
+
+    # the supervisor's reports come after CRIU's own ready wait: give it a little more time
+    rep = spawn_supervised(job, sfile, ready_timeout + 5, what='lazy dump')
+    if not rep.get('ready'):
+        raise HaulError('dump', 'lazy dump failed: %s' % rep.get('error'), log=rep.get('log_path'))
+    rep['state_file'] = sfile
+    rep['criu_ready_ms'] = rep.pop('ready_ms', None)
+    rep['ready_ms'] = round((time.time() - start) * 1000, 1)
+    return rep
+
+
+# --------------------------------------------------------------------------- destination: lazy-pages daemon
+
+def lazy_pages_argv(criu_path, images_dir, address, port, status_fd, tls=True, tls_cacert=None,
+                    tls_cert=None, tls_key=None, tls_no_cn_verify=False, log_level=4,
+                    log_file=LAZY_PAGES_LOG):
+    """argv of ``criu lazy-pages`` against the page server at address:port."""
+    argv = [criu_path, 'lazy-pages', '--page-server', '--address', str(address), '--port', str(int(port)),
+            '--images-dir', images_dir, '--work-dir', images_dir, '--status-fd', str(int(status_fd)),
+            '--log-file', log_file, '-v%d' % int(log_level)]
+    if tls:
+        argv.append('--tls')
+        for flag, value in (('--tls-cacert', tls_cacert), ('--tls-cert', tls_cert), ('--tls-key', tls_key)):
+            if value:
+                argv.extend([flag, value])
+        if tls_no_cn_verify:
+            argv.append('--tls-no-cn-verify')
+    elif any((tls_cacert, tls_cert, tls_key)):
+        raise HaulError('options', 'tls_cacert, tls_cert or tls_key given with tls false')
+    return argv
+
+
+def find_daemon(images_dir):
+    """The running lazy-pages daemon for ``images_dir``: its state dict (with pid), or None.
+
+    Found through the state file that :func:`start_lazy_pages` writes, and checked
+    against /proc (the pid must still run ``criu lazy-pages`` for that directory).
+    """
+    st = read_state(state_path(images_dir, 'lazy-pages'))
+    if not st or st.get('state') != 'running':
+        return None
+    pid = st.get('pid')
+    argv = proc_cmdline(pid) if pid_alive(pid) else []
+    if 'lazy-pages' in argv and os.path.abspath(images_dir) in argv:
+        return st
+    return None
+
+
+def start_lazy_pages(criu_path, images_dir, address, port, ready_timeout=30, tls=True, tls_cacert=None,
+                     tls_cert=None, tls_key=None, tls_no_cn_verify=False):
+    """Start ``criu lazy-pages`` detached; return once it is ready (status fd).
+
+    Returns {'pid', 'supervisor_pid', 'log_path', 'ready_ms', 'argv', 'state_file'}.
+    Raises HaulError('lazy-pages', ...) with the telling line of its log when it
+    fails or is not ready in time; nothing is left running then.
+    """
+    images_dir = os.path.abspath(images_dir)
+    log = os.path.join(images_dir, LAZY_PAGES_LOG)
+    sfile = state_path(images_dir, 'lazy-pages')
+    for stale in (log, os.path.join(images_dir, LAZY_PAGES_SOCKET), sfile):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    start = time.time()
+    # the argv for the result (the status fd number is the supervisor's)
+    probe_argv = lazy_pages_argv(criu_path, images_dir, address, port, 0, tls, tls_cacert, tls_cert,
+                                 tls_key, tls_no_cn_verify)
+
+    def job(report):
+        rfd, wfd = os.pipe()
+        argv = lazy_pages_argv(criu_path, images_dir, address, port, wfd, tls, tls_cacert, tls_cert,
+                               tls_key, tls_no_cn_verify)
+        # a daemon that outlives the module and must hand us its status fd: Popen, not run_command
+        proc = subprocess.Popen(argv, pass_fds=(wfd,), cwd=images_dir,  # pylint: disable=ansible-bad-function
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(wfd)
+        write_state(sfile, {'state': 'starting', 'pid': proc.pid, 'supervisor_pid': os.getpid(),
+                            'images_dir': images_dir, 'address': address, 'port': port, 'tls': bool(tls)})
+        try:
+            ok = wait_status_fd(rfd, ready_timeout, 'criu lazy-pages')
+        except HaulError as e:
+            proc.kill()
+            proc.wait()
+            report(dict(ready=False, error=e.cause, log_path=log))
+            return {'rc': proc.returncode, 'error': e.cause, 'pid': proc.pid, 'log_path': log}
+        finally:
+            os.close(rfd)
+        if not ok:
+            rc = proc.wait()
+            why = daemon_error(log) or 'it exited with %s before it was ready' % rc
+            report(dict(ready=False, error=why, log_path=log, rc=rc))
+            return {'rc': rc, 'error': why, 'pid': proc.pid, 'log_path': log}
+        write_state(sfile, {'state': 'running', 'pid': proc.pid, 'supervisor_pid': os.getpid(),
+                            'images_dir': images_dir, 'address': address, 'port': port, 'tls': bool(tls),
+                            'log_path': log})
+        report(dict(ready=True, pid=proc.pid, log_path=log))
+        rc = proc.wait()
+        res = {'rc': rc, 'pid': proc.pid, 'log_path': log, 'images_dir': images_dir}
+        if rc != 0:
+            res['error'] = daemon_error(log) or (
+                'criu lazy-pages was killed by signal %d' % -rc if rc < 0 else 'criu lazy-pages exited with %s' % rc)
+        return res
+
+    rep = spawn_supervised(job, sfile, ready_timeout + 5, what='criu lazy-pages')
+    if not rep.get('ready'):
+        raise HaulError('lazy-pages', 'criu lazy-pages against %s:%s failed: %s'
+                        % (address, port, rep.get('error')), log=log if os.path.exists(log) else None)
+    rep.update(ready_ms=round((time.time() - start) * 1000, 1), argv=probe_argv, state_file=sfile)
+    return rep
+
+
+def stop_lazy_pages(images_dir, timeout=10):
+    """Stop the lazy-pages daemon of ``images_dir``; returns its pid, or None if none ran."""
+    st = find_daemon(images_dir)
+    if not st:
+        return None
+    pid = st['pid']
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return pid
+    try:
+        wait_pid_exit(pid, timeout)
+    except HaulError:
+        _kill_tree(pid)
+        wait_pid_exit(pid, 5)
+    sup = st.get('supervisor_pid')
+    if sup:
+        try:
+            wait_pid_exit(sup, 5)
+        except HaulError:
+            pass
+    return pid
+
+
+def find_lazy_dump(images_dir):
+    """The state of a lazy dump of ``images_dir`` whose supervisor still runs here, or None."""
+    st = read_state(state_path(images_dir, 'dump'))
+    if st and st.get('state') == 'running' and pid_alive(st.get('supervisor_pid')):
+        return st
+    return None
+
+
+def stop_lazy_dump(images_dir, timeout=10):
+    """Abort a lazy dump of ``images_dir`` that still serves pages on this host.
+
+    Kills its supervisor and CRIU (SIGKILL). The container's tasks stay frozen in
+    the freezer cgroup CRIU used: before the destination resumed, thaw them (a
+    rollback); after, the container is lost and they must be killed, never thawed
+    (ROLLBACK RULE). Returns the supervisor pid, or None if no lazy dump ran.
+    """
+    st = find_lazy_dump(images_dir)
+    if not st:
+        return None
+    sup = st['supervisor_pid']
+    _kill_tree(sup)
+    wait_pid_exit(sup, timeout)
+    st = dict(st, state='stopped', rc=-9, error='stopped by haul.live (lazy_pages state=absent)', ended=time.time())
+    write_state(state_path(images_dir, 'dump'), st)
+    return sup
+
+
+def _ipv4_hex(address, port):
+    """'198.18.0.11', 27100 -> '0B0012C6:69DC' as in /proc/net/tcp (None for a non-IPv4 address)."""
+    parts = str(address).split('.')
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        return None
+    return '%02X%02X%02X%02X:%04X' % (int(parts[3]), int(parts[2]), int(parts[1]), int(parts[0]), int(port))
+
+
+def tcp_connected(pid, address, port, proc='/proc'):
+    """Whether process ``pid`` holds an ESTABLISHED TCP socket to address:port (IPv4 or IPv6)."""
+    inodes = set()
+    fd_dir = os.path.join(proc, str(pid), 'fd')
+    try:
+        for name in os.listdir(fd_dir):
+            try:
+                target = os.readlink(os.path.join(fd_dir, name))
+            except OSError:
+                continue
+            if target.startswith('socket:['):
+                inodes.add(target[8:-1])
+    except OSError:
+        return False
+    want4 = _ipv4_hex(address, port)
+    want_port = ':%04X' % int(port)
+    for table in ('tcp', 'tcp6'):
+        try:
+            with open(os.path.join(proc, str(pid), 'net', table)) as f:
+                lines = f.read().splitlines()[1:]
+        except (IOError, OSError):
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != '01' or fields[9] not in inodes:
+                continue
+            remote = fields[2]
+            if (want4 and remote == want4) or (table == 'tcp6' and remote.endswith(want_port)):
+                return True
+    return False
+
+
+def wait_daemon_connected(images_dir, timeout=10):
+    """After a lazy restore (tasks still stopped): wait until the daemon reached the page server.
+
+    CRIU's lazy-pages daemon connects to the page server only once the restore has
+    handed it the userfaultfds, so an unreachable page server shows here, not when
+    the daemon starts. Returns when the daemon holds an established connection to it
+    (or has already finished with success); raises HaulError('page-server', ...) with
+    the telling line of its log when it exits with an error or does not connect in
+    ``timeout`` seconds. Waits on the daemon's pidfd in 5 ms slices (no status fd
+    exists for this).
+    """
+    st = read_state(state_path(images_dir, 'lazy-pages'))
+    if not st or not st.get('pid'):
+        raise HaulError('page-server', 'no lazy-pages daemon was started for %s' % images_dir)
+    pid, address, port = st['pid'], st.get('address'), st.get('port')
+    log = os.path.join(images_dir, LAZY_PAGES_LOG)
+    opener = getattr(os, 'pidfd_open', None)
+    fd = None
+    try:
+        fd = opener(int(pid)) if opener is not None else None
+    except OSError:
+        fd = None
+    deadline = time.time() + timeout
+    try:
+        while True:
+            if not pid_alive(pid):
+                sup = st.get('supervisor_pid')
+                if sup:
+                    try:
+                        wait_pid_exit(sup, 5)
+                    except HaulError:
+                        pass
+                final = read_state(state_path(images_dir, 'lazy-pages')) or {}
+                if final.get('rc') == 0:
+                    return final
+                raise HaulError('page-server', 'the lazy-pages daemon could not get the pages from %s:%s: %s'
+                                % (address, port, daemon_error(log) or final.get('error') or 'it exited'),
+                                log=log if os.path.exists(log) else None)
+            if tcp_connected(pid, address, port):
+                return st
+            if time.time() >= deadline:
+                raise HaulError('page-server', 'the lazy-pages daemon did not connect to the page server at %s:%s '
+                                'within %ss' % (address, port, timeout), log=log if os.path.exists(log) else None)
+            if fd is not None:
+                select.select([fd], [], [], 0.005)
+            else:
+                time.sleep(0.005)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------- transfer complete
+
+def wait_pid_exit(pid, timeout):
+    """Wait until ``pid`` (not necessarily a child) exits; HaulError('transfer', ...) on timeout.
+
+    Waits on a pidfd (select), so no polling, when the kernel and Python have
+    pidfd_open; else polls /proc every 10 ms.
+    """
+    if not pid_alive(pid):
+        return
+    opener = getattr(os, 'pidfd_open', None)
+    fd = None
+    if opener is not None:
+        try:
+            fd = opener(int(pid))
+        except OSError:
+            fd = None
+    deadline = time.time() + timeout
+    try:
+        while pid_alive(pid):
+            left = deadline - time.time()
+            if left <= 0:
+                raise HaulError('transfer', 'pid %s still runs after %ss' % (pid, timeout))
+            if fd is not None:
+                select.select([fd], [], [], left)
+            else:
+                time.sleep(min(0.01, left))
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def restored_at(images_dir):
+    """When criu_restore finished restoring from ``images_dir`` (epoch seconds from restore.json), or None."""
+    st = read_state(os.path.join(images_dir, 'restore.json'))
+    return (st or {}).get('time')
+
+
+def wait_transfer(images_dir, job, timeout, pid=None):
+    """Wait until every page has moved: the job's supervisor has exited with success.
+
+    ``job`` is ``'dump'`` (on the source: the lazy dump ends once the destination
+    holds every page) or ``'lazy-pages'`` (on the destination: the daemon ends then).
+    Returns the job's final state (with ``rc``, ``ended``, ``waited_ms``).
+
+    Raises HaulError('transfer', ...) on a timeout or a failed transfer. After the
+    destination resumed, that means the container is lost (see ROLLBACK RULE above):
+    the message says so, with the cause.
+    """
+    sfile = state_path(images_dir, job)
+    start = time.time()
+    st = read_state(sfile)
+    if pid is None:
+        pid = (st or {}).get('supervisor_pid')
+    if st is None and not pid:
+        raise HaulError('transfer', 'no %s job was started for %s' % (job, images_dir))
+    if pid and (st is None or st.get('state') in ('running', 'starting')):
+        try:
+            wait_pid_exit(pid, timeout)
+        except HaulError:
+            raise HaulError('transfer', 'the pages have not all moved after %ss (%s %s still runs): if the '
+                            'destination has resumed, the container is lost unless the transfer finishes'
+                            % (timeout, job, pid))
+        st = read_state(sfile)
+    if st is None or st.get('state') in ('running', 'starting'):
+        raise HaulError('transfer', 'the %s job for %s ended without a final state: it was killed; if the '
+                        'destination has resumed, the container is lost' % (job, images_dir))
+    st = dict(st)
+    st['waited_ms'] = round((time.time() - start) * 1000, 1)
+    if st.get('rc') != 0:
+        raise HaulError('transfer', 'the page transfer broke (%s exited with %s: %s); once the destination has '
+                        'resumed the source may never resume, so the container is lost'
+                        % (job, st.get('rc'), st.get('error') or 'no error logged'), log=st.get('log_path'),
+                        state=st)
+    return st
+
+
+# --------------------------------------------------------------------------- module logic: criu_dump lazy
+
+def _tls_kwargs(lazy):
+    if not lazy.get('tls', True):
+        if any(lazy.get(k) for k in ('tls_cacert', 'tls_cert', 'tls_key')):
+            raise HaulError('options', 'lazy.tls_cacert, tls_cert or tls_key given with lazy.tls false')
+        return {}
+    return dict(tls=True, tls_cacert=lazy.get('tls_cacert'), tls_cert=lazy.get('tls_cert'),
+                tls_key=lazy.get('tls_key'), tls_no_cn_verify=lazy.get('tls_no_cn_verify') or None)
+
+
+def security_of(tls):
+    """The plain statement a report shows about the page transfer's transport."""
+    return 'tls' if tls else 'plaintext (tls: false)'
+
+
+def dump_lazy(params, check_mode=False, diff=False):
+    """criu_dump with ``lazy``: start a lazy dump whose page server serves the memory.
+
+    Returns the module result. The container stays frozen (CRIU holds it) until the
+    destination has every page; then CRIU kills it. See the ROLLBACK RULE above.
+    """
+    from ansible_collections.haul.live.plugins.module_utils import _criu  # pylint: disable=import-outside-toplevel
+    from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
+    from ansible_collections.haul.live.plugins.module_utils import _cgroup as cgroup_mod  # pylint: disable=import-outside-toplevel
+
+    lazy = params['lazy']
+    tls = bool(lazy.get('tls', True))
+    tls_kwargs = _tls_kwargs(lazy)
+    images_dir = os.path.abspath(params['images_dir'])
+    result = {'changed': False, 'images_dir': images_dir, 'tls': tls, 'security': security_of(tls),
+              'lazy': {'address': lazy['address'], 'port': lazy['port'], 'tls': tls}}
+
+    session = _criu.CriuSession(images_dir, criu_path=params.get('criu_path'))
+    session.pycriu  # pylint: disable=pointless-statement
+    criu_version = session.require_version()
+    result['criu_version'] = criu_version
+
+    # Idempotence: a lazy dump of this images dir still serving pages, or finished.
+    st = read_state(state_path(images_dir, 'dump'))
+    sup = (st or {}).get('supervisor_pid')
+    running = bool(st) and st.get('state') == 'running' and pid_alive(sup)
+    if running and params.get('force'):
+        raise HaulError('identify', 'a lazy dump into %s still serves its pages (supervisor pid %s): it cannot be '
+                        'dumped again before it ends' % (images_dir, sup))
+    if st and not params.get('force'):
+        if running or st.get('state') == 'finished':
+            try:
+                manifest = _images.load_manifest(images_dir)
+            except HaulError:
+                manifest = None
+            if manifest:
+                ident = manifest['identity']
+                result.update(name=ident.get('name'), cgroup=ident.get('cgroup'), pid=ident.get('init_pid'),
+                              root_pid=ident.get('init_pid'), root=ident.get('root'), manifest=manifest,
+                              hold='lazy' if running else 'gone', duration=0.0)
+                result['lazy'].update(supervisor_pid=sup, state='serving' if running else 'finished')
+                return result
+
+    try:
+        target = _criu.resolve_target(pid=params.get('pid'), cgroup=params.get('cgroup'), cgroup_mod=cgroup_mod)
+    except HaulError:
+        raise
+    cg = target['cgroup']
+    name = params.get('name') or os.path.basename(target['cgroup_path'].rstrip('/'))
+    identity = _images.make_identity(name, cgroup=target['cgroup_path'], root=None, init_pid=target['pid'])
+    result.update(name=name, pid=target['pid'], root_pid=target['pid'], cgroup=target['cgroup_path'])
+    state = cg.state()
+    if state != 'thawed' or _criu.all_stopped(target['pids']):
+        raise HaulError('identify', 'container %s (cgroup %s) is %s: a lazy dump needs it running'
+                        % (name, cg.path, 'stopped' if state == 'thawed' else state))
+    root = params.get('root') or _criu.detect_root(target['pid'], name)
+    if not root or not os.path.isdir(root):
+        raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host; pass root'
+                        % (name, target['pid']))
+    identity['root'] = root
+    result['root'] = root
+
+    ok, why = _images.can_create(images_dir)
+    if not ok:
+        raise HaulError('images', why)
+    foreign = _images.foreign_entries(images_dir)
+    if foreign:
+        raise HaulError('images', '%s holds files that are not CRIU images (%s): use an empty or dedicated images '
+                        'directory' % (images_dir, ', '.join(foreign[:5])))
+    estimate = int(_criu.tmpfs_usage(target['pid']) * _criu.DUMP_SIZE_FACTOR) + 16 * 1024 * 1024
+    free = _images.free_bytes(images_dir)
+    result.update(estimated_bytes=estimate, free_bytes=free)
+    if free < estimate:
+        raise HaulError('space', 'the filesystem of %s has %d MiB free, the lazy dump of %s needs about %d MiB'
+                        % (images_dir, free // 1048576, name, -(-estimate // 1048576)))
+
+    options = _criu.CriuOptions(
+        pid=target['pid'], root=root, external=list(params.get('external') or []),
+        network_lock=params.get('network_lock') or 'nftables',
+        tcp_established=bool(params.get('tcp_established')), manage_cgroups=True,
+        manage_cgroups_mode=params.get('manage_cgroups_mode') or 'soft',
+        freeze_cgroup=_criu.criu_freeze_cgroup(cg), shell_job=False,
+        timeout=params.get('freeze_timeout') or 10,
+        lazy_pages=True, page_server={'address': lazy['address'], 'port': lazy['port']}, **tls_kwargs)
+    result['changed'] = True
+    result['hold'] = 'lazy'
+    if diff:
+        result['diff'] = {'before': {'container': 'running', 'images': 'absent'},
+                          'after': {'container': 'frozen, serving its pages', 'images': 'lazy dump'}}
+    if check_mode:
+        return result
+
+    _images.ensure_dir(images_dir)
+    _images.clear_images(images_dir)
+    hold_cgroup = None
+    try:
+        hold_cgroup = cgroup_mod.Cgroup(target['cgroup_path'], version='v2', step='hold').path
+    except HaulError:
+        hold_cgroup = None
+    try:
+        rep = lazy_dump_start(session, options, images_dir, ready_timeout=lazy.get('ready_timeout') or 60,
+                              hold_cgroup=hold_cgroup)
+    except HaulError:
+        try:
+            cg.thaw(timeout=params.get('freeze_timeout') or 10)
+        except HaulError:
+            pass
+        raise
+    result['log_path'] = rep.get('log_path')
+    result['duration'] = round(rep['ready_ms'] / 1000.0, 3)
+    result['lazy'].update(supervisor_pid=rep.get('supervisor_pid'), dump_pid=rep.get('dump_pid'),
+                          ready_ms=rep['ready_ms'], criu_ready_ms=rep.get('criu_ready_ms'),
+                          state_file=rep['state_file'], state='serving', held=rep.get('held'))
+    try:
+        manifest = _images.create_manifest(images_dir, 'dump', identity, criu_version,
+                                           checksums=params.get('checksum', 'sha256') != 'none')
+    except (IOError, OSError) as e:
+        raise HaulError('manifest', 'cannot write the manifest of %s: %s (the lazy dump still serves its pages; '
+                        'the source resumes when its page server is stopped)' % (images_dir, e))
+    result['manifest'] = manifest
+    result['bytes'] = sum(f.get('size', 0) for f in manifest['files'].values())
+    # stats-dump is written only at the end, and its frozen_time is bogus for a lazy dump: not reported
+    return result
+
+
+# --------------------------------------------------------------------------- module logic: criu_restore lazy
+
+def _daemon_failure(images_dir, daemon):
+    """Why the lazy-pages daemon of ``images_dir`` failed (it no longer runs), or None."""
+    if not daemon or find_daemon(images_dir):
+        return None
+    sup = daemon.get('supervisor_pid')
+    if sup:
+        try:
+            wait_pid_exit(sup, 5)
+        except HaulError:
+            pass
+    final = read_state(state_path(images_dir, 'lazy-pages')) or {}
+    if final.get('rc') == 0:
+        return None
+    log = os.path.join(images_dir, LAZY_PAGES_LOG)
+    return 'the lazy-pages daemon could not get the pages from %s:%s: %s' % (
+        daemon.get('address'), daemon.get('port'), daemon_error(log) or final.get('error') or 'it exited')
+
+
+def daemon_error(log):
+    """The telling line of a lazy-pages log: an Error line, else its last "Can't ..." line, or None."""
+    line = telling_error(log)
+    if line:
+        return line
+    try:
+        with open(log, 'rb') as f:
+            lines = f.read().decode('utf-8', 'replace').splitlines()
+    except (IOError, OSError):
+        return None
+    for raw in reversed(lines):
+        text = raw.split(')', 1)[-1].strip() if raw.startswith('(') else raw.strip()
+        if text.startswith(("Can't", 'Unable', 'Failed', 'uffd: Failed')):
+            return text[:300]
+    return None
+
+
+def restore_lazy(params, check_mode=False, diff=False):
+    """criu_restore with ``lazy_pages``: restore through the lazy-pages daemon (userfaultfd).
+
+    Requires the daemon of M(lazy_pages) for the same images dir. Runs
+    ``_criu.restore_container`` with ``lazy_pages=True``. With ``hold='stopped'`` (a handoff)
+    the tree is left stopped once the daemon is connected; else it is resumed.
+    """
+    from ansible_collections.haul.live.plugins.module_utils import _criu  # pylint: disable=import-outside-toplevel
+    images_dir = os.path.abspath(params['images_dir'])
+    daemon = find_daemon(images_dir)
+    if daemon is None and not check_mode and not _criu._read_marker(images_dir):  # pylint: disable=protected-access
+        raise HaulError('restore', 'no lazy-pages daemon runs for %s: start it with haul.live.lazy_pages first'
+                        % images_dir)
+    from ansible_collections.haul.live.plugins.module_utils import _cgroup as cgroup_mod  # pylint: disable=import-outside-toplevel
+    # Restore the tree stopped, check that the daemon reached the page server, then resume it
+    # (unless the caller holds it stopped, as a handoff does until the source commits): a tree
+    # resumed with a daemon that cannot get its pages would run on missing memory.
+    try:
+        result = _criu.restore_container(dict(params, hold='stopped', lazy_pages=True), check_mode=check_mode,
+                                         diff=diff)
+    except HaulError as e:
+        # CRIU fails the restore when the daemon is gone (it could not reach the page server)
+        why = _daemon_failure(images_dir, daemon)
+        stop_lazy_pages(images_dir)
+        if why:
+            raise HaulError('restore', '%s; the restored copy was removed before it ran, the source still holds '
+                            'the container (abort its lazy dump and thaw it to roll back); CRIU: %s'
+                            % (why, e.cause), log=os.path.join(images_dir, LAZY_PAGES_LOG), restore_log=e.log)
+        raise
+    result['lazy_pages'] = True
+    if result.get('changed') and not check_mode:
+        cg, pids, dummy = _criu._running_container(result['cgroup'], cgroup_mod)  # pylint: disable=protected-access
+        try:
+            wait_daemon_connected(images_dir, timeout=params.get('connect_timeout') or 10)
+        except HaulError as e:
+            # the restored copy never ran: kill it; the source still holds every page
+            if cg is not None:
+                try:
+                    cg.kill(timeout=10)
+                    cg.remove()
+                except HaulError:
+                    pass
+            try:
+                os.unlink(os.path.join(images_dir, 'restore.json'))
+            except OSError:
+                pass
+            stop_lazy_pages(images_dir)
+            raise HaulError('restore', '%s; the restored copy was killed before it ran, the source still holds '
+                            'the container (abort its lazy dump and thaw it to roll back)' % e.cause, log=e.log)
+        if params.get('hold') == 'stopped':
+            result['state'] = 'restored'
+        else:
+            cgroup_mod.sigcont_tree(pids)
+            result['state'] = 'running'
+    if daemon:
+        result['lazy_pages_pid'] = daemon.get('pid')
+        result['tls'] = bool(daemon.get('tls'))
+        result['security'] = security_of(daemon.get('tls'))
+    return result

@@ -1,0 +1,372 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) haul.live contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Unit tests for plugins/module_utils/_postcopy.py.
+
+The lazy-pages daemon is replaced by a small shell script that behaves like ``criu lazy-pages``
+towards its status fd (a byte when ready, then it runs until told to stop, or it fails first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.haul.live.plugins.module_utils import _postcopy
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+
+
+# --------------------------------------------------------------------------- argv
+
+def test_argv_plain():
+    argv = _postcopy.lazy_pages_argv('/usr/sbin/criu', '/img', '198.18.0.11', 27100, 7, tls=False)
+    assert argv[:2] == ['/usr/sbin/criu', 'lazy-pages']
+    assert argv[argv.index('--address') + 1] == '198.18.0.11'
+    assert argv[argv.index('--port') + 1] == '27100'
+    assert argv[argv.index('--status-fd') + 1] == '7'
+    assert argv[argv.index('--images-dir') + 1] == '/img'
+    assert '--page-server' in argv
+    assert '--tls' not in argv
+
+
+def test_argv_tls():
+    argv = _postcopy.lazy_pages_argv('criu', '/img', 'h', 1, 3, tls=True, tls_cacert='/ca.pem', tls_cert='/c.pem',
+                                     tls_key='/k.pem', tls_no_cn_verify=True)
+    assert '--tls' in argv
+    assert argv[argv.index('--tls-cacert') + 1] == '/ca.pem'
+    assert argv[argv.index('--tls-cert') + 1] == '/c.pem'
+    assert argv[argv.index('--tls-key') + 1] == '/k.pem'
+    assert '--tls-no-cn-verify' in argv
+
+
+def test_argv_tls_default_files_left_to_criu():
+    argv = _postcopy.lazy_pages_argv('criu', '/img', 'h', 1, 3)
+    assert '--tls' in argv and '--tls-cacert' not in argv
+
+
+def test_argv_certs_without_tls_refused():
+    with pytest.raises(HaulError) as e:
+        _postcopy.lazy_pages_argv('criu', '/img', 'h', 1, 3, tls=False, tls_cacert='/ca.pem')
+    assert e.value.step == 'options'
+
+
+def test_security_said_plainly():
+    assert _postcopy.security_of(True) == 'tls'
+    assert _postcopy.security_of(False) == 'plaintext (tls: false)'
+
+
+def test_tls_kwargs():
+    assert _postcopy._tls_kwargs({'tls': False}) == {}
+    kw = _postcopy._tls_kwargs({'tls': True, 'tls_cacert': '/ca'})
+    assert kw['tls'] is True and kw['tls_cacert'] == '/ca'
+    with pytest.raises(HaulError):
+        _postcopy._tls_kwargs({'tls': False, 'tls_key': '/k'})
+
+
+# --------------------------------------------------------------------------- status fds
+
+def test_status_fd_ready():
+    r, w = os.pipe()
+    os.write(w, b'\0')
+    try:
+        assert _postcopy.wait_status_fd(r, 1) is True
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_status_fd_eof_is_not_ready():
+    r, w = os.pipe()
+    os.close(w)
+    try:
+        assert _postcopy.wait_status_fd(r, 1) is False
+    finally:
+        os.close(r)
+
+
+def test_status_fd_timeout():
+    r, w = os.pipe()
+    start = time.time()
+    try:
+        with pytest.raises(HaulError) as e:
+            _postcopy.wait_status_fd(r, 0.2, 'criu lazy-pages')
+    finally:
+        os.close(r)
+        os.close(w)
+    assert e.value.step == 'ready'
+    assert 'criu lazy-pages not ready after 0.2s' in e.value.msg
+    assert time.time() - start < 2
+
+
+def test_read_report_line_in_pieces():
+    r, w = os.pipe()
+    os.write(w, b'{"ready": tr')
+    os.write(w, b'ue, "pid": 5}\n')
+    try:
+        assert _postcopy.read_report(r, 1) == {'ready': True, 'pid': 5}
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_read_report_eof_and_timeout_and_garbage():
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(HaulError, match='exited without a report'):
+        _postcopy.read_report(r, 1)
+    os.close(r)
+    r, w = os.pipe()
+    with pytest.raises(HaulError, match='not ready after'):
+        _postcopy.read_report(r, 0.1)
+    os.write(w, b'nonsense\n')
+    with pytest.raises(HaulError, match='bad report'):
+        _postcopy.read_report(r, 1)
+    os.close(r)
+    os.close(w)
+
+
+# --------------------------------------------------------------------------- state, pids
+
+def test_state_paths_outside_images(tmp_path):
+    img = str(tmp_path / 'web1')
+    assert _postcopy.state_dir(img + '/') == img + '.postcopy'
+    assert _postcopy.state_path(img, 'dump') == img + '.postcopy/dump.json'
+
+
+def test_state_roundtrip(tmp_path):
+    p = str(tmp_path / 'x.postcopy' / 'dump.json')
+    assert _postcopy.read_state(p) is None
+    _postcopy.write_state(p, {'state': 'running', 'pid': 3})
+    assert _postcopy.read_state(p) == {'state': 'running', 'pid': 3}
+    with open(p, 'w') as f:
+        f.write('[1]')
+    assert _postcopy.read_state(p) is None
+
+
+def test_wait_pid_exit():
+    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.3)'])
+    start = time.time()
+    try:
+        with pytest.raises(HaulError) as e:
+            _postcopy.wait_pid_exit(p.pid, 0.05)
+        assert e.value.step == 'transfer'
+        p.wait()  # reaped: the pid is gone
+        _postcopy.wait_pid_exit(p.pid, 5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert time.time() - start < 3
+    assert not _postcopy.pid_alive(p.pid)
+    assert _postcopy.pid_alive(os.getpid())
+
+
+# --------------------------------------------------------------------------- supervisor
+
+def test_spawn_supervised_reports_and_records(tmp_path):
+    sfile = str(tmp_path / 'job.postcopy' / 'job.json')
+
+    def job(report):
+        report({'ready': True, 'value': 42})
+        return {'rc': 0, 'done': True}
+
+    rep = _postcopy.spawn_supervised(job, sfile, 10)
+    assert rep['ready'] is True and rep['value'] == 42
+    assert rep['supervisor_pid'] > 0
+    _postcopy.wait_pid_exit(rep['supervisor_pid'], 10)
+    st = _postcopy.read_state(sfile)
+    assert st['state'] == 'finished' and st['rc'] == 0 and st['done'] is True
+    assert st['ended'] >= st['started']
+
+
+def test_spawn_supervised_job_error(tmp_path):
+    sfile = str(tmp_path / 'job.json')
+
+    def job(report):
+        raise HaulError('dump', 'boom')
+
+    rep = _postcopy.spawn_supervised(job, sfile, 10)
+    assert rep['ready'] is False and rep['error'] == 'dump: boom'
+    _postcopy.wait_pid_exit(rep['supervisor_pid'], 10)
+    assert _postcopy.read_state(sfile)['state'] == 'failed'
+
+
+# --------------------------------------------------------------------------- the daemon, with a fake criu
+
+FAKE_CRIU = r'''#!/bin/sh
+# fake "criu lazy-pages": behaviour chosen by $FAKE_MODE in the images dir
+dir=""; fd=""; log=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --images-dir) dir=$2; shift;;
+    --status-fd) fd=$2; shift;;
+    --log-file) log=$2; shift;;
+  esac
+  shift
+done
+mode=$(cat "$dir/FAKE_MODE")
+case "$mode" in
+  ready) printf '\0' >&$fd; trap 'kill $!; exit 0' TERM; sleep 30 & wait; exit 0;;
+  done) printf '\0' >&$fd; read x < "$dir/go"; exit 0;;
+  broken) printf '\0' >&$fd; read x < "$dir/go"; echo "(00.1) Error (criu/uffd.c:1): uffd: connection lost" >> "$dir/$log"; exit 1;;
+  fail) echo "(00.1) Error (criu/util.c:1): Can't connect to server: Connection refused" >> "$dir/$log"; exit 1;;
+  silent) exec sleep 30;;
+esac
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+    criu = tmp_path / 'criu'
+    criu.write_text(FAKE_CRIU)
+    criu.chmod(criu.stat().st_mode | stat.S_IXUSR)
+    img = tmp_path / 'images'
+    img.mkdir()
+    os.mkfifo(str(img / 'go'))
+
+    def mode(m):
+        (img / 'FAKE_MODE').write_text(m)
+    yield str(criu), str(img), mode
+    for job in ('lazy-pages',):
+        st = _postcopy.read_state(_postcopy.state_path(str(img), job))
+        if st and st.get('pid') and _postcopy.pid_alive(st['pid']):
+            _postcopy._kill_tree(st.get('supervisor_pid') or st['pid'])
+
+
+def test_daemon_ready_found_stopped(fake):
+    criu, img, mode = fake
+    mode('ready')
+    rep = _postcopy.start_lazy_pages(criu, img, '198.18.0.11', 27100, ready_timeout=10, tls=False)
+    assert rep['ready'] is True and rep['pid'] > 0 and rep['ready_ms'] >= 0
+    assert rep['log_path'] == os.path.join(img, 'lazy-pages.log')
+    found = _postcopy.find_daemon(img)
+    assert found['pid'] == rep['pid'] and found['tls'] is False
+    assert _postcopy.stop_lazy_pages(img, timeout=5) == rep['pid']
+    assert not _postcopy.pid_alive(rep['pid'])
+    assert _postcopy.find_daemon(img) is None
+    assert _postcopy.stop_lazy_pages(img) is None
+
+
+def test_daemon_fails_before_ready(fake):
+    criu, img, mode = fake
+    mode('fail')
+    with pytest.raises(HaulError) as e:
+        _postcopy.start_lazy_pages(criu, img, '198.18.0.99', 27100, ready_timeout=10, tls=False)
+    assert e.value.step == 'lazy-pages'
+    assert '198.18.0.99:27100' in e.value.msg
+    assert 'Connection refused' in e.value.msg
+    assert _postcopy.find_daemon(img) is None
+
+
+def test_daemon_not_ready_in_time_is_killed(fake):
+    criu, img, mode = fake
+    mode('silent')
+    with pytest.raises(HaulError) as e:
+        _postcopy.start_lazy_pages(criu, img, 'h', 1, ready_timeout=0.5, tls=False)
+    assert 'not ready after 0.5s' in e.value.msg
+    st = None
+    for dummy in range(100):
+        st = _postcopy.read_state(_postcopy.state_path(img, 'lazy-pages'))
+        if st and st.get('state') == 'failed':
+            break
+        time.sleep(0.05)
+    assert st['state'] == 'failed'
+    assert not _postcopy.pid_alive(st['pid'])
+
+
+def test_wait_transfer_finished(fake):
+    criu, img, mode = fake
+    mode('done')
+    _postcopy.start_lazy_pages(criu, img, 'h', 1, ready_timeout=10, tls=False)
+    with pytest.raises(HaulError) as e:
+        _postcopy.wait_transfer(img, 'lazy-pages', 0.2)
+    assert e.value.step == 'transfer' and 'lost' in e.value.msg
+    with open(os.path.join(img, 'go'), 'w') as f:
+        f.write('x\n')
+    st = _postcopy.wait_transfer(img, 'lazy-pages', 10)
+    assert st['rc'] == 0 and st['state'] == 'finished' and st['waited_ms'] >= 0
+    # a second wait reads the recorded end
+    assert _postcopy.wait_transfer(img, 'lazy-pages', 1)['rc'] == 0
+
+
+def test_wait_transfer_broken_says_lost(fake):
+    criu, img, mode = fake
+    mode('broken')
+    _postcopy.start_lazy_pages(criu, img, 'h', 1, ready_timeout=10, tls=False)
+    with open(os.path.join(img, 'go'), 'w') as f:
+        f.write('x\n')
+    with pytest.raises(HaulError) as e:
+        _postcopy.wait_transfer(img, 'lazy-pages', 10)
+    assert e.value.step == 'transfer'
+    assert 'the container is lost' in e.value.msg
+    assert 'connection lost' in e.value.msg
+
+
+def test_wait_transfer_nothing_started(tmp_path):
+    with pytest.raises(HaulError, match='no dump job'):
+        _postcopy.wait_transfer(str(tmp_path / 'none'), 'dump', 1)
+
+
+def test_wait_transfer_killed_job(tmp_path):
+    img = str(tmp_path / 'img')
+    _postcopy.write_state(_postcopy.state_path(img, 'dump'), {'state': 'running', 'supervisor_pid': 999999999})
+    with pytest.raises(HaulError, match='without a final state'):
+        _postcopy.wait_transfer(img, 'dump', 1)
+
+
+def test_restored_at(tmp_path):
+    assert _postcopy.restored_at(str(tmp_path)) is None
+    with open(str(tmp_path / 'restore.json'), 'w') as f:
+        json.dump({'time': 12.5}, f)
+    assert _postcopy.restored_at(str(tmp_path)) == 12.5
+
+
+def test_lazy_dump_start_needs_page_server():
+    class Opts:
+        lazy_pages = True
+        page_server = None
+    with pytest.raises(HaulError) as e:
+        _postcopy.lazy_dump_start(None, Opts(), '/nonexistent')
+    assert e.value.step == 'options'
+
+
+def test_daemon_error(tmp_path):
+    log = tmp_path / 'lazy-pages.log'
+    assert _postcopy.daemon_error(str(log)) is None
+    log.write_text("(00.1) Connecting to server 198.18.0.99:27311\n(03.4) Can't connect to server 198.18.0.99:27311\n")
+    assert _postcopy.daemon_error(str(log)) == "Can't connect to server 198.18.0.99:27311"
+    log.write_text("(00.1) Error (criu/uffd.c:1): uffd: boom\n(03.4) Can't connect\n")
+    assert _postcopy.daemon_error(str(log)) == 'Error (criu/uffd.c:1): uffd: boom'
+
+
+def test_ipv4_hex():
+    assert _postcopy._ipv4_hex('198.18.0.11', 27100) == '0B0012C6:69DC'
+    assert _postcopy._ipv4_hex('fe80::1', 1) is None
+
+
+def test_tcp_connected_fake_proc(tmp_path):
+    proc = tmp_path / 'proc'
+    fd = proc / '42' / 'fd'
+    fd.mkdir(parents=True)
+    os.symlink('socket:[777]', str(fd / '5'))
+    os.symlink('/dev/null', str(fd / '0'))
+    net = proc / '42' / 'net'
+    net.mkdir()
+    head = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n'
+    row = '   0: 0C0012C6:A000 0B0012C6:69DC %s 00000000:00000000 00:00000000 00000000     0        0 %s 1\n'
+    (net / 'tcp').write_text(head + row % ('01', '777'))
+    assert _postcopy.tcp_connected(42, '198.18.0.11', 27100, proc=str(proc))
+    assert not _postcopy.tcp_connected(42, '198.18.0.11', 27101, proc=str(proc))
+    (net / 'tcp').write_text(head + row % ('02', '777'))
+    assert not _postcopy.tcp_connected(42, '198.18.0.11', 27100, proc=str(proc))
+    (net / 'tcp').write_text(head + row % ('01', '778'))
+    assert not _postcopy.tcp_connected(42, '198.18.0.11', 27100, proc=str(proc))
+    assert not _postcopy.tcp_connected(43, '198.18.0.11', 27100, proc=str(proc))
