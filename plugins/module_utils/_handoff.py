@@ -45,10 +45,12 @@ import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
-# States a destination reports, in order.
+# States a destination reports, in order. A status with "final" ends the conversation: running
+# for stop-and-copy; for post-copy, complete (every page moved) or lost (the transfer broke
+# after the container resumed here).
 WAITING, RESTORED, RUNNING = 'waiting', 'restored', 'running'
+COMPLETE, LOST = 'complete', 'lost'
 FAILED, ABORTED = 'failed', 'aborted'
-FINAL = (RUNNING, FAILED, ABORTED)
 # Commands a source sends.
 SYNCED, COMMIT, ABORT = 'synced', 'commit', 'abort'
 POLL = 0.002
@@ -91,7 +93,7 @@ while True:
         last = st
         sys.stdout.write(st.strip() + '\n')
         sys.stdout.flush()
-        if json.loads(st).get('state') in ('running', 'failed', 'aborted'):
+        if json.loads(st).get('final'):
             break
     if select.select([0], [], [], 0.002)[0]:
         data = os.read(0, 4096)
@@ -108,7 +110,8 @@ while True:
                 committed = committed or cmd == 'commit'
                 put(cmd)
     if time.time() > deadline:
-        sys.stdout.write(json.dumps({'state': 'failed', 'msg': 'relay: no final state within %ds' % timeout}) + '\n')
+        sys.stdout.write(json.dumps({'state': 'failed', 'final': True,
+                                     'msg': 'relay: no final state within %ds' % timeout}) + '\n')
         break
 '''
 
@@ -136,9 +139,9 @@ class Receiver(object):
         os.chmod(parent, 0o700)
         os.mkdir(self.dir, 0o700)
 
-    def status(self, state, **details):
+    def status(self, state, final=False, **details):
         data = dict(details)
-        data.update(state=state, time=time.time())
+        data.update(state=state, final=bool(final or state in (FAILED, ABORTED)), time=time.time())
         _write_json(os.path.join(self.dir, STATUS), data)
 
     def wait(self, commands, timeout=None):
@@ -192,7 +195,7 @@ class Relay(object):
                 except ValueError:
                     continue
                 self.last = st
-                if st.get('state') in states or st.get('state') in FINAL:
+                if st.get('state') in states or st.get('final'):
                     return st
             left = deadline - time.time()
             if left <= 0:
@@ -262,12 +265,15 @@ def ms(a, b):
     return int(round((b - a) * 1000))
 
 
-def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transport_mod):
+def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transport_mod, postcopy_mod=None):
     """The source's side of the critical section (the ``handoff`` module's logic).
 
-    ``dump_fn(params)`` dumps and holds the container frozen (``_criu.dump_container``).
+    ``dump_fn(params)`` dumps and holds the container frozen (``_criu.dump_container``, or for
+    post-copy, ``params['lazy']`` set, ``_postcopy.dump_lazy``: only the state moves inside the
+    freeze, the memory follows from this host's page server after the container resumed).
     Returns the result dict; raises HaulError after rolling back.
     """
+    lazy = bool(params.get('lazy'))
     t_begin = time.time()
     dest_images = params.get('dest_images_dir') or params['images_dir']
     ctl = control_dir(dest_images, params['handoff_id'])
@@ -280,6 +286,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     result = {'changed': False, 'dest_host': params['dest_host'], 'images_dir': params['images_dir'],
               'dest_images_dir': dest_images}
     committed = False
+    resumed = False
     frozen_at = None
     dumped = None
     guard_signals()
@@ -321,20 +328,38 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             raise HaulError('confirm', 'the destination %s did not resume the container: %s'
                             % (params['dest_host'], st.get('msg') or st['state']), log_tail=st.get('log_tail'))
         t_running = time.time()
+        resumed = True
         # ---- end of the critical section: the container runs on the destination ---------------
+        restore_stats = st.get('stats')
+        if lazy:
+            # post-copy: its memory is still moving; the destination says when every page is there
+            st = relay.expect((COMPLETE,), params['timeout'] * 2, 'transfer')
+            if st['state'] != COMPLETE:
+                raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'))
+        t_complete = time.time()
+        pages_bytes = _lazy_pages_bytes(params['images_dir'], images_mod) if lazy else 0
     except (HaulError, Interrupted, KeyboardInterrupt, Exception) as e:  # pylint: disable=broad-except
         err = e if isinstance(e, HaulError) else HaulError(
             'interrupted' if isinstance(e, (Interrupted, KeyboardInterrupt)) else 'handoff', str(e) or repr(e))
-        if committed:
+        if resumed:
+            # post-copy after the destination resumed: the source never resumes (ROLLBACK RULE)
+            err.step = 'transfer'
+            err.cause = ('the container %s is LOST: it resumed on %s but its memory did not finish moving (%s); '
+                         'the source copy is killed, never resumed' % (params.get('name'), params['dest_host'], err.cause))
+            err.details['source_state'] = 'lost'
+            _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod)
+        elif committed:
             err.cause += ('; the source copy of %s stays FROZEN because the destination may already run it: '
                           'run the play again to finish (it never resumes both)' % params.get('name'))
             err.details['source_state'] = 'frozen'
         else:
             relay.send(ABORT)
+            if lazy and postcopy_mod is not None:
+                postcopy_mod.stop_lazy_dump(params['images_dir'])
             err.details['source_state'] = _rollback(params, dumped, cgroup_mod)
             if err.details['source_state'] == 'running':
                 err.cause += '; rolled back: %s runs on the source again' % (params.get('name') or 'the container')
-        err.details['frozen_ms'] = ms(frozen_at, time.time()) if frozen_at else 0
+        err.details['frozen_ms'] = ms(frozen_at, t_running if resumed else time.time()) if frozen_at else 0
         relay.close()
         cm.close(target, run_command)
         raise err
@@ -342,7 +367,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     cm.close(target, run_command)
 
     # Success: now, and only now, the source copy goes.
-    cleanup = _finalize_source(params, dumped, cgroup_mod, images_mod)
+    cleanup = _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod)
     result.update(
         changed=True,
         name=dumped.get('name'),
@@ -357,15 +382,32 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             'restore': ms(t_synced, t_restored),
             'resume': ms(t_restored, t_running),
             'frozen': ms(frozen_at, t_running),
+            'pages': ms(t_running, t_complete) if lazy else 0,
             'total': ms(t_begin, time.time()),
         },
+        strategy='postcopy' if lazy else 'stopcopy',
+        security=dumped.get('security') or 'ssh',
         bytes_images=dumped.get('bytes'),
-        bytes_sent=(sent.get('bytes_sent') or 0) + ((sent_root or {}).get('bytes_sent') or 0),
+        bytes_sent=(sent.get('bytes_sent') or 0) + ((sent_root or {}).get('bytes_sent') or 0) + pages_bytes,
+        bytes_pages=pages_bytes,
         dump_stats=dumped.get('stats'),
-        restore_stats=st.get('stats'),
+        restore_stats=restore_stats,
         source_cleanup=cleanup,
     )
     return result
+
+
+def _lazy_pages_bytes(images_dir, images_mod, page_size=4096):
+    """Bytes of memory the page server sent (from the stats CRIU writes when a lazy dump ends)."""
+    for _ in range(50):  # the lazy dump writes its stats as it ends, just after the last page
+        try:
+            stats = images_mod.read_stats(images_dir, 'dump')
+        except (HaulError, IOError, OSError, ValueError):
+            stats = None
+        if stats:
+            return int(stats.get('pages_lazy') or stats.get('pages_written') or 0) * page_size
+        time.sleep(0.02)
+    return 0
 
 
 def _rollback(params, dumped, cgroup_mod):
@@ -386,8 +428,10 @@ def _rollback(params, dumped, cgroup_mod):
         return 'unknown: %s' % e.msg
 
 
-def _finalize_source(params, dumped, cgroup_mod, images_mod):
+def _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod=None):
     done = {'killed': False, 'images_removed': False}
+    if params.get('lazy') and postcopy_mod is not None:
+        postcopy_mod.stop_lazy_dump(params['images_dir'])  # ends a page server that still runs, if any
     try:
         cg = cgroup_mod.Cgroup(dumped['cgroup'])
         cg.kill()
@@ -397,17 +441,24 @@ def _finalize_source(params, dumped, cgroup_mod, images_mod):
         done['error'] = e.msg
     if not params.get('keep_images'):
         images_mod.remove(params['images_dir'])
+        if postcopy_mod is not None:
+            images_mod.remove(postcopy_mod.state_dir(params['images_dir']))
         done['images_removed'] = True
     return done
 
 
-def receive_container(params, prepare_fn, restore_fn, cgroup_mod):
+def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=None, criu_path=None):
     """The destination's side (``criu_restore`` with ``handoff``). Returns the restore result.
 
     ``prepare_fn(params)`` checks all that can be checked before images arrive (and empties the
-    images directory); ``restore_fn(params)`` restores with ``hold='stopped'``.
+    images directory); ``restore_fn(params)`` restores with ``hold='stopped'``. With
+    ``params['handoff']['lazy']`` (post-copy) the lazy-pages daemon is started against the
+    source's page server before the restore, and after the commit the receiver stays until every
+    page has moved (``complete``) or the transfer broke (``lost``).
     """
-    rx = Receiver(params['images_dir'], params['handoff']['id'], params['handoff']['timeout'])
+    ho = params['handoff']
+    lazy = ho.get('lazy')
+    rx = Receiver(params['images_dir'], ho['id'], ho['timeout'])
     rx.open()
     try:
         prepare_fn(params)
@@ -423,28 +474,46 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod):
     rparams = dict(params)
     rparams.update(hold='stopped')
     try:
+        if lazy:
+            postcopy_mod.start_lazy_pages(
+                criu_path, params['images_dir'], lazy['address'], lazy['port'],
+                ready_timeout=lazy.get('ready_timeout') or 30, tls=lazy.get('tls', True),
+                tls_cacert=lazy.get('tls_cacert'), tls_cert=lazy.get('tls_cert'), tls_key=lazy.get('tls_key'),
+                tls_no_cn_verify=bool(lazy.get('tls_no_cn_verify')))
         res = restore_fn(rparams)
     except HaulError as e:
+        if lazy:
+            postcopy_mod.stop_lazy_pages(params['images_dir'])
         rx.status(FAILED, step=e.step, msg=e.msg, log_path=e.log,
                   log_tail=e.result().get('log_tail'))
         raise
     pid = res.get('pid')
     rx.status(RESTORED, pid=pid, stats=res.get('stats'))
-    cmd = rx.wait((COMMIT,), params['handoff'].get('commit_timeout') or rx.timeout)
+    cmd = rx.wait((COMMIT,), ho.get('commit_timeout') or rx.timeout)
     cg = cgroup_mod.Cgroup(res['cgroup'])
     if cmd == COMMIT:
         cgroup_mod.sigcont_tree(cg.pids())
-        rx.status(RUNNING, pid=pid, stats=res.get('stats'))
+        rx.status(RUNNING, final=not lazy, pid=pid, stats=res.get('stats'))
         res['state'] = RUNNING
         res['handoff'] = 'committed'
+        if lazy:
+            try:
+                done = postcopy_mod.wait_transfer(params['images_dir'], 'lazy-pages', rx.timeout * 2)
+            except HaulError as e:
+                rx.status(LOST, final=True, msg=e.msg)
+                raise HaulError('transfer', 'the container %s is LOST: %s' % (params.get('name'), e.cause), log=e.log)
+            rx.status(COMPLETE, final=True, pid=pid)
+            res['transfer'] = done
         return res
     why = 'the source aborted' if cmd == ABORT else 'no commit from the source within %ds' % (
-        params['handoff'].get('commit_timeout') or rx.timeout)
+        ho.get('commit_timeout') or rx.timeout)
     try:
         cg.kill()
         cg.remove()
     except HaulError:
         pass
+    if lazy:
+        postcopy_mod.stop_lazy_pages(params['images_dir'])
     rx.status(ABORTED, msg=why)
     raise HaulError('handoff', '%s after the restore; the stopped copy here was killed' % why)
 

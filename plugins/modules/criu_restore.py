@@ -143,6 +143,42 @@ options:
         description: The size the images will have, about; less free space than that fails before the source freezes.
         type: int
         default: 0
+      lazy:
+        description:
+          - Post-copy. Start CRIU's lazy-pages daemon against the source's page server once the images
+            are here, restore through it, and after the commit stay until every page has moved.
+          - Must match the source's O(haul.live.handoff#module:lazy).
+        type: dict
+        suboptions:
+          address:
+            description: The source's address, where its page server listens.
+            type: str
+            required: true
+          port:
+            description: The page server's port.
+            type: int
+            default: 27100
+          tls:
+            description: Use TLS with the page server.
+            type: bool
+            default: true
+          tls_cacert:
+            description: CA certificate (PEM) on this host.
+            type: path
+          tls_cert:
+            description: This host's certificate (PEM).
+            type: path
+          tls_key:
+            description: This host's private key (PEM).
+            type: path
+          tls_no_cn_verify:
+            description: Do not check the peer certificate's name.
+            type: bool
+            default: false
+          ready_timeout:
+            description: Seconds to wait for the daemon to be ready.
+            type: int
+            default: 30
 notes:
   - Requires criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL) on the managed host.
   - Restoring on the host the container was dumped on, while the dumped copy still exists (frozen), is
@@ -265,7 +301,7 @@ security:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images, _postcopy
 from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
 from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import restore_lazy  # post-copy (issue 5)
@@ -293,6 +329,16 @@ def main():
                 commit_timeout=dict(type='int'),
                 min_criu_version=dict(type='str'),
                 expected_bytes=dict(type='int', default=0),
+                lazy=dict(type='dict', options=dict(
+                    address=dict(type='str', required=True),
+                    port=dict(type='int', default=27100),
+                    tls=dict(type='bool', default=True),
+                    tls_cacert=dict(type='path'),
+                    tls_cert=dict(type='path'),
+                    tls_key=dict(type='path', no_log=False),
+                    tls_no_cn_verify=dict(type='bool', default=False),
+                    ready_timeout=dict(type='int', default=30),
+                ), required_together=[['tls_cert', 'tls_key']]),
             )),
         ),
         required_by={'handoff': ('cgroup', 'name')},
@@ -308,8 +354,10 @@ def main():
                              msg='would wait for a handoff from the source, then restore')
         if module.params['handoff']:
             params = dict(module.params, verify='size')
+            lazy = module.params['handoff']['lazy']
             result = receive_container(params, lambda p: prepare_receive(p, _criu, _cgroup, _images),
-                                       restore_container, _cgroup)
+                                       restore_lazy if lazy else restore_container, _cgroup,
+                                       postcopy_mod=_postcopy, criu_path=_criu.find_criu(params['criu_path']))
         elif module.params['lazy_pages']:  # post-copy (issue 5)
             result = restore_lazy(module.params, check_mode=module.check_mode, diff=module._diff)
         else:

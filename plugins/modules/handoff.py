@@ -124,6 +124,46 @@ options:
     description: Seconds to wait for the cgroup to freeze or thaw.
     type: int
     default: 10
+  lazy:
+    description:
+      - Post-copy. Only the container's state moves inside the freeze; its memory stays here, served
+        by CRIU's page server on O(lazy.address):O(lazy.port), and the destination fetches it on
+        demand (userfaultfd) after the container resumed there. The destination's
+        M(haul.live.criu_restore) needs the same O(haul.live.criu_restore#module:handoff.lazy).
+      - "The rollback rule: until the destination resumed the container, any failure aborts the page
+        server and thaws the source. Once it resumed, the source never resumes: if the transfer of its
+        memory breaks then, the container is lost, and the module fails saying so."
+    type: dict
+    suboptions:
+      address:
+        description: The address of this host that the destination reaches; the page server listens there.
+        type: str
+        required: true
+      port:
+        description: The page server's TCP port.
+        type: int
+        default: 27100
+      tls:
+        description: Encrypt and authenticate the pages with TLS. V(false) sends memory in the clear; the result then says so.
+        type: bool
+        default: true
+      tls_cacert:
+        description: CA certificate (PEM) on this host.
+        type: path
+      tls_cert:
+        description: This host's certificate (PEM).
+        type: path
+      tls_key:
+        description: This host's private key (PEM).
+        type: path
+      tls_no_cn_verify:
+        description: Do not check the peer certificate's name.
+        type: bool
+        default: false
+      ready_timeout:
+        description: Seconds to wait for the page server to be ready.
+        type: int
+        default: 60
   keep_images:
     description: Keep the source's images after a successful migration (for debugging).
     type: bool
@@ -205,7 +245,9 @@ frozen_ms:
   type: int
   sample: 412
 timings_ms:
-  description: C(prepare), C(dump), C(sync), C(restore), C(resume), C(frozen) and C(total), in milliseconds.
+  description:
+    - C(prepare), C(dump), C(sync), C(restore), C(resume), C(frozen) and C(total), in milliseconds.
+    - C(pages), for post-copy - from the resume until every page had moved.
   returned: success
   type: dict
 bytes_images:
@@ -213,7 +255,11 @@ bytes_images:
   returned: success
   type: int
 bytes_sent:
-  description: Bytes rsync sent (images and root filesystem delta).
+  description: Bytes sent - rsync (images and root filesystem delta) and, for post-copy, the memory pages.
+  returned: success
+  type: int
+bytes_pages:
+  description: For post-copy, the bytes of memory the page server sent after the container resumed.
   returned: success
   type: int
 dump_stats:
@@ -224,16 +270,26 @@ restore_stats:
   description: CRIU's restore statistics, from the destination.
   returned: success
   type: dict
+strategy:
+  description: V(stopcopy), or V(postcopy) with O(lazy).
+  returned: success
+  type: str
+security:
+  description: "How the memory travelled - V(ssh) (stop-and-copy), V(tls) or V(plaintext (tls: false)) (post-copy)."
+  returned: success
+  type: str
 source_cleanup:
   description: What was done to the source copy after success (C(killed), C(images_removed)).
   returned: success
   type: dict
 source_state:
-  description: On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen.
+  description:
+    - On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen,
+      V(lost) when a post-copy transfer broke after the container resumed on the destination.
   returned: failure
   type: str
 failed_step:
-  description: On failure, the step that failed (connect, dump, sync, restore, commit, confirm, interrupted).
+  description: On failure, the step that failed (connect, dump, sync, restore, commit, confirm, transfer, interrupted).
   returned: failure
   type: str
 log_tail:
@@ -244,10 +300,11 @@ log_tail:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _transport
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy, _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import dump_container, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
+from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy
 
 
 def main():
@@ -275,6 +332,16 @@ def main():
             tcp_established=dict(type='bool', default=False),
             manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
             freeze_timeout=dict(type='int', default=10),
+            lazy=dict(type='dict', options=dict(
+                address=dict(type='str', required=True),
+                port=dict(type='int', default=27100),
+                tls=dict(type='bool', default=True),
+                tls_cacert=dict(type='path'),
+                tls_cert=dict(type='path'),
+                tls_key=dict(type='path', no_log=False),
+                tls_no_cn_verify=dict(type='bool', default=False),
+                ready_timeout=dict(type='int', default=60),
+            ), required_together=[['tls_cert', 'tls_key']]),
             keep_images=dict(type='bool', default=False),
             criu_path=dict(type='path'),
         ),
@@ -294,8 +361,8 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
-        result = send_container(p, module.run_command, dump_container,
-                                _cgroup, _images, _transport)
+        result = send_container(p, module.run_command, dump_lazy if p['lazy'] else dump_container,
+                                _cgroup, _images, _transport, _postcopy)
     except HaulError as e:
         fail(module, e)
     module.exit_json(**result)

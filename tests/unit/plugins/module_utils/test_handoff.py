@@ -56,7 +56,7 @@ def test_full_conversation(pair):
     assert st['state'] == 'restored' and st['pid'] == 4242
     assert relay.send(_handoff.COMMIT)
     assert rx.wait((_handoff.COMMIT,), 10) == 'commit'
-    rx.status(_handoff.RUNNING, pid=4242)
+    rx.status(_handoff.RUNNING, final=True, pid=4242)
     assert relay.expect((_handoff.RUNNING,), 10, 'confirm')['state'] == 'running'
 
 
@@ -80,7 +80,7 @@ def test_source_gone_after_commit_does_not_abort(pair):
     relay.send(_handoff.COMMIT)
     assert rx.wait((_handoff.COMMIT,), 10) == 'commit'
     relay.proc.stdin.close()
-    rx.status(_handoff.RUNNING, pid=1)
+    rx.status(_handoff.RUNNING, final=True, pid=1)
     assert not os.path.exists(os.path.join(rx.dir, 'abort'))
 
 
