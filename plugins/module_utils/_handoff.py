@@ -287,7 +287,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
               'dest_images_dir': dest_images}
     committed = False
     resumed = False
-    frozen_at = None
+    frozen_at = t_running = None
     dumped = None
     guard_signals()
     try:
@@ -399,7 +399,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
 
 def _lazy_pages_bytes(images_dir, images_mod, page_size=4096):
     """Bytes of memory the page server sent (from the stats CRIU writes when a lazy dump ends)."""
-    for _ in range(50):  # the lazy dump writes its stats as it ends, just after the last page
+    for dummy in range(50):  # the lazy dump writes its stats as it ends, just after the last page
         try:
             stats = images_mod.read_stats(images_dir, 'dump')
         except (HaulError, IOError, OSError, ValueError):
