@@ -337,7 +337,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             if st['state'] != COMPLETE:
                 raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'))
         t_complete = time.time()
-        pages_bytes = _lazy_pages_bytes(params['images_dir'], images_mod) if lazy else 0
+        pages_bytes = _lazy_pages_bytes(params['images_dir'], images_mod, postcopy_mod, params['timeout']) if lazy else 0
     except (HaulError, Interrupted, KeyboardInterrupt, Exception) as e:  # pylint: disable=broad-except
         err = e if isinstance(e, HaulError) else HaulError(
             'interrupted' if isinstance(e, (Interrupted, KeyboardInterrupt)) else 'handoff', str(e) or repr(e))
@@ -397,17 +397,18 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     return result
 
 
-def _lazy_pages_bytes(images_dir, images_mod, page_size=4096):
-    """Bytes of memory the page server sent (from the stats CRIU writes when a lazy dump ends)."""
-    for dummy in range(50):  # the lazy dump writes its stats as it ends, just after the last page
-        try:
-            stats = images_mod.read_stats(images_dir, 'dump')
-        except (HaulError, IOError, OSError, ValueError):
-            stats = None
-        if stats:
-            return int(stats.get('pages_lazy') or stats.get('pages_written') or 0) * page_size
-        time.sleep(0.02)
-    return 0
+def _lazy_pages_bytes(images_dir, images_mod, postcopy_mod, timeout, page_size=4096):
+    """Bytes of memory the page server sent, from the stats CRIU writes when the lazy dump ends.
+
+    Every page is on the destination by now; the source's dump ends right after (it then kills
+    the source's tasks and writes its stats). A dump that does not end in time counts 0.
+    """
+    try:
+        postcopy_mod.wait_transfer(images_dir, 'dump', timeout)
+    except HaulError:
+        return 0
+    stats = images_mod.read_stats(images_dir, 'dump') or {}
+    return int(stats.get('pages_lazy') or stats.get('pages_written') or 0) * page_size
 
 
 def _rollback(params, dumped, cgroup_mod):
