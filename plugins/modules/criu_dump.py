@@ -29,20 +29,19 @@ description:
   - Runs on the host that runs the container, as root, with criu >= 4.0 and python3-pycriu.
 author:
   - haul.live developers (@haul-live)
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details:
       - Validates the container (process, cgroup, pid-namespace init), the images directory and the free
         space, and reports whether a dump would happen. Nothing is frozen or written.
   diff_mode:
-    description: Returns details on what has changed (or would change in check mode) in diff mode.
     support: full
     details:
       - The diff shows the state of the container and of the images directory before and after.
   idempotent:
-    description: A second identical run reports changed=false and does nothing harmful.
     support: partial
     details:
       - An images directory that already holds a complete, verified dump of the same container (same

@@ -27,19 +27,18 @@ description:
     directory is created.
 author:
   - haul.live developers (@haul-live)
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - The kernel, the container and the images directory are checked; no round runs.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows the number of rounds in the images directory before and the rounds that may run.
   idempotent:
-    description: A second identical run reports changed=false and does nothing harmful.
     support: none
     details:
       - Every run takes new rounds (changed=true), since the container's memory has moved on. Rounds of an

@@ -27,18 +27,17 @@ description:
   - Runs on the destination host, as root, with criu >= 4.0 and python3-pycriu.
 author:
   - haul.live developers (@haul-live)
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details:
       - Verifies the images, the CRIU version, the root directory and that the container does not run here,
         and reports whether a restore would happen.
   diff_mode:
-    description: Returns details on what has changed (or would change in check mode) in diff mode.
     support: full
   idempotent:
-    description: A second identical run reports changed=false and does nothing harmful.
     support: full
     details:
       - When the container restored from these images still runs here (same root pid and start time as recorded

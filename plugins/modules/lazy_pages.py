@@ -40,17 +40,16 @@ description:
     C(security=plaintext (tls: false)) so that a report can show it."
 author:
   - haul.live developers (@haul-live)
+extends_documentation_fragment:
+  - haul.live.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying the target.
     support: full
     details:
       - Reports whether a daemon would be started or stopped; nothing is started, stopped or waited for.
   diff_mode:
-    description: Returns details on what has changed (or would change in check mode) in diff mode.
     support: none
   idempotent:
-    description: A second identical run reports changed=false and does nothing harmful.
     support: full
     details:
       - A daemon already running for that images directory gives changed=false with O(state=started); none running
