@@ -41,6 +41,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
@@ -261,6 +262,30 @@ def guard_signals():
         signal.signal(sig, _raise_interrupted)
 
 
+def run_parallel(jobs):
+    """Run ``(fn, args, kwargs)`` jobs at once (the images and the root filesystem's delta travel
+    side by side over the shared SSH connection); return their results in order, or raise the
+    first job's error."""
+    results = [None] * len(jobs)
+    errors = [None] * len(jobs)
+
+    def work(i, fn, args, kwargs):
+        try:
+            results[i] = fn(*args, **kwargs)
+        except Exception as e:  # pylint: disable=broad-except
+            errors[i] = e
+
+    threads = [threading.Thread(target=work, args=(i,) + tuple(job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
 def ms(a, b):
     return int(round((b - a) * 1000))
 
@@ -308,10 +333,10 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         root = dumped.get('root')
         rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
                                           timeout=params['timeout'])
-        sent = rsync.sync(params['images_dir'], dest_images, delete=True, mkdir_mode='0700', fresh=True)
-        sent_root = None
+        jobs = [(rsync.sync, (params['images_dir'], dest_images), dict(delete=True, mkdir_mode='0700', fresh=True))]
         if params.get('sync_rootfs') and root:
-            sent_root = rsync.sync(root, params.get('rootfs_dest') or root, delete=True)
+            jobs.append((rsync.sync, (root, params.get('rootfs_dest') or root), dict(delete=True)))
+        sent, sent_root = (run_parallel(jobs) + [None])[:2]
         t_synced = time.time()
         if not relay.send(SYNCED):
             raise HaulError('sync', 'lost the SSH session to the destination %s' % params['dest_host'])

@@ -99,3 +99,20 @@ def test_a_failure_is_final(pair):
     relay.start()
     st = relay.expect((_handoff.WAITING,), 10, 'connect')
     assert st['state'] == 'failed' and st['msg'] == 'prepare: no root'
+
+
+def test_run_parallel_keeps_order_and_raises_the_first_error():
+    import time as _t
+
+    def slow(x):
+        _t.sleep(0.05)
+        return x
+
+    def boom():
+        raise HaulError('sync', 'disk full')
+
+    start = _t.time()
+    assert _handoff.run_parallel([(slow, (1,), {}), (slow, (2,), {})]) == [1, 2]
+    assert _t.time() - start < 0.09  # side by side, not one after the other
+    with pytest.raises(HaulError, match='disk full'):
+        _handoff.run_parallel([(slow, (1,), {}), (boom, (), {})])
