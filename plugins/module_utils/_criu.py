@@ -867,6 +867,27 @@ def _rescue_source(cg, timeout):
         pass
 
 
+def container_argspec():
+    """The options that name a container and tell CRIU how to checkpoint it (the doc fragment
+    ``haul.live.container``), for the modules that dump one. Use with CONTAINER_RULES."""
+    return dict(
+        cgroup=dict(type='str'),
+        pid=dict(type='int'),
+        name=dict(type='str'),
+        root=dict(type='path'),
+        external=dict(type='list', elements='str', default=['mnt[]:m']),
+        network_lock=dict(type='str', choices=list(NETWORK_LOCKS), default='nftables'),
+        tcp_established=dict(type='bool', default=False),
+        manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
+        freeze_timeout=dict(type='int', default=10),
+        criu_path=dict(type='path'),
+    )
+
+
+# One of cgroup and pid names the container.
+CONTAINER_RULES = dict(required_one_of=[['cgroup', 'pid']], mutually_exclusive=[['cgroup', 'pid']])
+
+
 def dump_container(params, check_mode=False, diff=False):
     """The criu_dump module's logic. ``params`` are the module's parameters. Returns the result dict."""
     from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel

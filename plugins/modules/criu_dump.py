@@ -31,6 +31,7 @@ author:
   - haul.live developers (@haul-live)
 extends_documentation_fragment:
   - haul.live.attributes
+  - haul.live.container
 attributes:
   check_mode:
     support: full
@@ -51,59 +52,12 @@ attributes:
         is dumped again.
       - With O(hold=running) every run takes a new checkpoint (changed=true), since the container has moved on.
 options:
-  cgroup:
-    description:
-      - The container's cgroup, relative to the root of the cgroup hierarchy (V(haul/web1)) or as an
-        absolute path below a cgroup mount point (V(/sys/fs/cgroup/unified/haul/web1)).
-      - The container's init is the process of this cgroup whose C(NSpid) has more than one entry and
-        ends with 1 (the init of a pid namespace).
-    type: str
-  pid:
-    description:
-      - Host pid of the container's pid-namespace init.
-      - A pid inside a container that is not its init is refused, and the error names the init.
-    type: int
-  name:
-    description:
-      - Name of the container, recorded in the manifest as its identity.
-      - Defaults to the last component of the cgroup path.
-    type: str
   images_dir:
     description:
       - Directory for the images. Created with mode 0700 (an existing one is set to 0700).
       - It must be empty or hold only CRIU images and logs of an earlier dump (they are replaced).
     type: path
     required: true
-  root:
-    description:
-      - The container's root directory on this host.
-      - Default, the first of these that is the very directory the init has as its root (same device
-        and inode as C(/proc/PID/root)) - C(/var/lib/haul/containers/NAME/rootfs) (the convention of
-        the lab's C(ct-run)), then the root of the C(/) mount in C(/proc/PID/mountinfo).
-    type: path
-  external:
-    description:
-      - CRIU C(--external) specs, for resources that come from outside the container.
-      - The default V(mnt[]:m) has CRIU find the external bind mounts itself.
-    type: list
-    elements: str
-    default: ['mnt[]:m']
-  network_lock:
-    description:
-      - How CRIU locks the container's network while it is dumped.
-      - V(iptables) needs the iptables binaries; V(skip) does not lock (only for containers without network).
-    type: str
-    choices: [nftables, iptables, skip]
-    default: nftables
-  tcp_established:
-    description: Checkpoint established TCP connections (CRIU TCP repair).
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: CRIU's cgroup mode. The cgroups are always dumped.
-    type: str
-    choices: [soft, full, strict, ignore]
-    default: soft
   hold:
     description:
       - What becomes of the source after a successful dump.
@@ -123,10 +77,6 @@ options:
     type: str
     choices: [auto, v1, v2]
     default: auto
-  freeze_timeout:
-    description: Seconds CRIU and the module wait for the cgroup to freeze.
-    type: int
-    default: 10
   parent_images:
     description:
       - Images directory of the previous pre-dump round (memory that did not change since is not dumped
@@ -222,9 +172,6 @@ options:
     description: Dump again even when O(images_dir) already holds a complete dump of this container.
     type: bool
     default: false
-  criu_path:
-    description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
-    type: path
 notes:
   - Requires criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL) on the managed host.
   - The container's init must be a session leader inside its pid namespace, with its standard streams
@@ -392,25 +339,17 @@ security:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import dump_container
+from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy  # post-copy (issue 5)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            cgroup=dict(type='str'),
-            pid=dict(type='int'),
-            name=dict(type='str'),
+            container_argspec(),
             images_dir=dict(type='path', required=True),
-            root=dict(type='path'),
-            external=dict(type='list', elements='str', default=['mnt[]:m']),
-            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
-            tcp_established=dict(type='bool', default=False),
-            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
             hold=dict(type='str', choices=['frozen', 'stopped', 'running'], default='frozen'),
             freezer=dict(type='str', choices=['auto', 'v1', 'v2'], default='auto'),
-            freeze_timeout=dict(type='int', default=10),
             parent_images=dict(type='path'),
             page_server=dict(type='dict', options=dict(
                 host=dict(type='str', required=True),
@@ -435,7 +374,6 @@ def main():
             # --- end post-copy
             checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
             force=dict(type='bool', default=False),
-            criu_path=dict(type='path'),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server'], ['lazy', 'parent_images']],

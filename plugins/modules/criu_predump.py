@@ -29,6 +29,7 @@ author:
   - haul.live developers (@haul-live)
 extends_documentation_fragment:
   - haul.live.attributes
+  - haul.live.container
 attributes:
   check_mode:
     support: full
@@ -44,52 +45,12 @@ attributes:
       - Every run takes new rounds (changed=true), since the container's memory has moved on. Rounds of an
         earlier run in O(images_dir) are replaced.
 options:
-  cgroup:
-    description:
-      - The container's cgroup, relative to the root of the cgroup hierarchy (V(haul/web1)) or as an
-        absolute path below a cgroup mount point.
-    type: str
-  pid:
-    description: Host pid of the container's pid-namespace init.
-    type: int
-  name:
-    description:
-      - Name of the container, recorded in each round's manifest as its identity.
-      - Defaults to the last component of the cgroup path.
-    type: str
   images_dir:
     description:
       - Directory for the rounds (C(round-1), C(round-2), ...). Created with mode 0700, as is each round's directory.
       - It must be absent, empty, or hold only the rounds of an earlier run (they are replaced).
     type: path
     required: true
-  root:
-    description:
-      - The container's root directory on this host. Default, as for M(haul.live.criu_dump).
-    type: path
-  external:
-    description: CRIU C(--external) specs, for resources that come from outside the container.
-    type: list
-    elements: str
-    default: ['mnt[]:m']
-  network_lock:
-    description: How CRIU locks the container's network while a round runs.
-    type: str
-    choices: [nftables, iptables, skip]
-    default: nftables
-  tcp_established:
-    description: Checkpoint established TCP connections (CRIU TCP repair).
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: CRIU's cgroup mode.
-    type: str
-    choices: [soft, full, strict, ignore]
-    default: soft
-  freeze_timeout:
-    description: Seconds CRIU waits for the cgroup to freeze at the start of a round (it is thawed right after).
-    type: int
-    default: 10
   pre_dump_mode:
     description:
       - How CRIU reads the pages - V(splice) (vmsplice, fast, the default) or V(read) (process_vm_readv, shorter
@@ -156,9 +117,6 @@ options:
     type: str
     choices: [sha256, none]
     default: sha256
-  criu_path:
-    description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
-    type: path
 notes:
   - Requires criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL) on the managed host, and a kernel built
     with C(CONFIG_MEM_SOFT_DIRTY) (the C(precopy_possible) fact of M(haul.live.criu_check)).
@@ -302,6 +260,7 @@ failed_step:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._precopy import run_rounds
 
@@ -309,16 +268,8 @@ from ansible_collections.haul.live.plugins.module_utils._precopy import run_roun
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            cgroup=dict(type='str'),
-            pid=dict(type='int'),
-            name=dict(type='str'),
+            container_argspec(),
             images_dir=dict(type='path', required=True),
-            root=dict(type='path'),
-            external=dict(type='list', elements='str', default=['mnt[]:m']),
-            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
-            tcp_established=dict(type='bool', default=False),
-            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
-            freeze_timeout=dict(type='int', default=10),
             pre_dump_mode=dict(type='str', choices=['splice', 'read'], default='splice'),
             page_server=dict(type='dict', options=dict(
                 host=dict(type='str', required=True),
@@ -335,7 +286,6 @@ def main():
             max_downtime_ms=dict(type='int', default=300),
             transfer_bytes_per_s=dict(type='int'),
             checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
-            criu_path=dict(type='path'),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid']],

@@ -32,17 +32,6 @@ description:
 author:
   - haul.live developers (@haul-live)
 options:
-  cgroup:
-    description:
-      - The container's cgroup (v2), relative to the cgroup2 root (V(haul/web1)) or absolute.
-      - Exactly one of O(cgroup) and O(pid) is required.
-    type: str
-  pid:
-    description: The host pid of the container's pid-namespace init.
-    type: int
-  name:
-    description: The container's name. Defaults to the name of its cgroup.
-    type: str
   images_dir:
     description: Images directory on this host. Created with mode 0700, removed after success.
     type: path
@@ -85,9 +74,6 @@ options:
         rolled back.
     type: int
     default: 300
-  root:
-    description: The container's root directory on this host. Found from C(/proc) when not given.
-    type: path
   sync_rootfs:
     description:
       - Send the last changes of the root directory inside the critical section (to the same path
@@ -101,29 +87,6 @@ options:
   bwlimit_kib:
     description: Bandwidth limit for the transfers, in KiB/s.
     type: int
-  external:
-    description: CRIU external resources (C(--external)), as for M(haul.live.criu_dump).
-    type: list
-    elements: str
-    default: ['mnt[]:m']
-  network_lock:
-    description: How CRIU locks the container's network during the freeze.
-    type: str
-    choices: [nftables, iptables, skip]
-    default: nftables
-  tcp_established:
-    description: Checkpoint established TCP connections (CRIU C(--tcp-established)).
-    type: bool
-    default: false
-  manage_cgroups_mode:
-    description: CRIU's cgroup management mode.
-    type: str
-    choices: [soft, full, strict, ignore]
-    default: soft
-  freeze_timeout:
-    description: Seconds to wait for the cgroup to freeze or thaw.
-    type: int
-    default: 10
   lazy:
     description:
       - Post-copy. Only the container's state moves inside the freeze; its memory stays here, served
@@ -168,11 +131,9 @@ options:
     description: Keep the source's images after a successful migration (for debugging).
     type: bool
     default: false
-  criu_path:
-    description: The criu binary. Found on C(PATH) when not given.
-    type: path
 extends_documentation_fragment:
   - haul.live.attributes
+  - haul.live.container
 attributes:
   check_mode:
     support: full
@@ -302,7 +263,7 @@ log_tail:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy, _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import dump_container, resolve_target
+from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy
 
@@ -310,9 +271,7 @@ from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_la
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            cgroup=dict(type='str'),
-            pid=dict(type='int'),
-            name=dict(type='str'),
+            container_argspec(),
             images_dir=dict(type='path', required=True),
             handoff_id=dict(type='str', required=True),
             dest_host=dict(type='str', required=True),
@@ -323,15 +282,9 @@ def main():
             ssh_options=dict(type='list', elements='str', default=[]),
             connect_timeout=dict(type='int', default=10),
             timeout=dict(type='int', default=300),
-            root=dict(type='path'),
             sync_rootfs=dict(type='bool', default=True),
             rootfs_dest=dict(type='path'),
             bwlimit_kib=dict(type='int'),
-            external=dict(type='list', elements='str', default=['mnt[]:m']),
-            network_lock=dict(type='str', choices=['nftables', 'iptables', 'skip'], default='nftables'),
-            tcp_established=dict(type='bool', default=False),
-            manage_cgroups_mode=dict(type='str', choices=['soft', 'full', 'strict', 'ignore'], default='soft'),
-            freeze_timeout=dict(type='int', default=10),
             lazy=dict(type='dict', options=dict(
                 address=dict(type='str', required=True),
                 port=dict(type='int', default=27100),
@@ -343,7 +296,6 @@ def main():
                 ready_timeout=dict(type='int', default=60),
             ), required_together=[['tls_cert', 'tls_key']]),
             keep_images=dict(type='bool', default=False),
-            criu_path=dict(type='path'),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid']],
