@@ -362,7 +362,8 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             if st['state'] != COMPLETE:
                 raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'))
         t_complete = time.time()
-        pages_bytes = _lazy_pages_bytes(params['images_dir'], images_mod, postcopy_mod, params['timeout']) if lazy else 0
+        # the destination counted the pages its lazy-pages daemon moved
+        pages_bytes = int(st.get('pages') or 0) * os.sysconf('SC_PAGE_SIZE') if lazy else 0
     except (HaulError, Interrupted, KeyboardInterrupt, Exception) as e:  # pylint: disable=broad-except
         err = e if isinstance(e, HaulError) else HaulError(
             'interrupted' if isinstance(e, (Interrupted, KeyboardInterrupt)) else 'handoff', str(e) or repr(e))
@@ -420,20 +421,6 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         source_cleanup=cleanup,
     )
     return result
-
-
-def _lazy_pages_bytes(images_dir, images_mod, postcopy_mod, timeout, page_size=4096):
-    """Bytes of memory the page server sent, from the stats CRIU writes when the lazy dump ends.
-
-    Every page is on the destination by now; the source's dump ends right after (it then kills
-    the source's tasks and writes its stats). A dump that does not end in time counts 0.
-    """
-    try:
-        postcopy_mod.wait_transfer(images_dir, 'dump', timeout)
-    except HaulError:
-        return 0
-    stats = images_mod.read_stats(images_dir, 'dump') or {}
-    return int(stats.get('pages_lazy') or stats.get('pages_written') or 0) * page_size
 
 
 def _rollback(params, dumped, cgroup_mod):
@@ -528,8 +515,10 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
             except HaulError as e:
                 rx.status(LOST, final=True, msg=e.msg)
                 raise HaulError('transfer', 'the container %s is LOST: %s' % (params.get('name'), e.cause), log=e.log)
-            rx.status(COMPLETE, final=True, pid=pid)
+            pages = postcopy_mod.transferred_pages(os.path.join(params['images_dir'], postcopy_mod.LAZY_PAGES_LOG))
+            rx.status(COMPLETE, final=True, pid=pid, pages=pages)
             res['transfer'] = done
+            res['pages_moved'] = pages
         return res
     why = 'the source aborted' if cmd == ABORT else 'no commit from the source within %ds' % (
         ho.get('commit_timeout') or rx.timeout)

@@ -68,6 +68,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -648,6 +649,23 @@ def restored_at(images_dir):
     """When criu_restore finished restoring from ``images_dir`` (epoch seconds from restore.json), or None."""
     st = read_state(os.path.join(images_dir, 'restore.json'))
     return (st or {}).get('time')
+
+
+_TRANSFERRED = re.compile(r'uffd: (\S+): UFFD transferred pages: \((\d+)/(\d+)\)')
+
+
+def transferred_pages(log_path):
+    """Pages the lazy-pages daemon moved, from its log (the last count of each task, summed); 0 if unknown."""
+    last = {}
+    try:
+        with open(log_path, 'rb') as f:
+            for line in f.read().decode('utf-8', 'replace').splitlines():
+                m = _TRANSFERRED.search(line)
+                if m:
+                    last[m.group(1)] = int(m.group(2))
+    except (IOError, OSError):
+        return 0
+    return sum(last.values())
 
 
 def wait_transfer(images_dir, job, timeout, pid=None):

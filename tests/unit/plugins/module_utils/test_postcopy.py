@@ -370,3 +370,13 @@ def test_tcp_connected_fake_proc(tmp_path):
     (net / 'tcp').write_text(head + row % ('01', '778'))
     assert not _postcopy.tcp_connected(42, '198.18.0.11', 27100, proc=str(proc))
     assert not _postcopy.tcp_connected(43, '198.18.0.11', 27100, proc=str(proc))
+
+
+def test_transferred_pages_sums_the_last_count_of_each_task(tmp_path):
+    log = tmp_path / 'lazy-pages.log'
+    log.write_text('(00.1) uffd: 1-11: UFFD transferred pages: (10/8199)\n'
+                   '(00.2) something else\n'
+                   '(00.9) uffd: 1-11: UFFD transferred pages: (8199/8199)\n'
+                   '(01.0) uffd: 2-12: UFFD transferred pages: (5/5)\n')
+    assert _postcopy.transferred_pages(str(log)) == 8204
+    assert _postcopy.transferred_pages(str(tmp_path / 'missing.log')) == 0
