@@ -1054,10 +1054,11 @@ def _already_dumped_gone(images_dir, params, images_mod):
     return res
 
 
-def _dump_options(params, target, root, cg):
-    ps = params.get('page_server') or None
-    kwargs = dict(
-        pid=target['pid'],
+def checkpoint_kwargs(params, pid, root, cg):
+    """CriuOptions keywords shared by every checkpoint of a container (dump, pre-dump, lazy dump),
+    from the options of the ``haul.live.container`` doc fragment."""
+    return dict(
+        pid=pid,
         root=root,
         external=list(params.get('external') or []),
         network_lock=params.get('network_lock') or 'nftables',
@@ -1068,6 +1069,21 @@ def _dump_options(params, target, root, cg):
         shell_job=False,
         timeout=params.get('freeze_timeout') or 10,
     )
+
+
+def page_server_kwargs(ps):
+    """CriuOptions keywords for a ``page_server`` option (host, port, tls...), or {} without one."""
+    if not ps:
+        return {}
+    kwargs = {'page_server': {'address': ps['host'], 'port': ps['port']}}
+    if ps.get('tls'):
+        kwargs.update(tls=True, tls_cacert=ps.get('tls_cacert'), tls_cert=ps.get('tls_cert'),
+                      tls_key=ps.get('tls_key'), tls_no_cn_verify=ps.get('tls_no_cn_verify') or None)
+    return kwargs
+
+
+def _dump_options(params, target, root, cg):
+    kwargs = checkpoint_kwargs(params, target['pid'], root, cg)
     if params.get('hold') == 'running':
         kwargs['leave_running'] = True
     else:
@@ -1075,11 +1091,7 @@ def _dump_options(params, target, root, cg):
     if params.get('parent_images'):
         kwargs['parent_img'] = params['parent_images']
         kwargs['track_mem'] = True
-    if ps:
-        kwargs['page_server'] = {'address': ps['host'], 'port': ps['port']}
-        if ps.get('tls'):
-            kwargs.update(tls=True, tls_cacert=ps.get('tls_cacert'), tls_cert=ps.get('tls_cert'),
-                          tls_key=ps.get('tls_key'), tls_no_cn_verify=ps.get('tls_no_cn_verify') or None)
+    kwargs.update(page_server_kwargs(params.get('page_server')))
     return CriuOptions(**kwargs)
 
 

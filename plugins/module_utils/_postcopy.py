@@ -800,13 +800,8 @@ def dump_lazy(params, check_mode=False, diff=False):
                         % (images_dir, free // 1048576, name, -(-estimate // 1048576)))
 
     options = _criu.CriuOptions(
-        pid=target['pid'], root=root, external=list(params.get('external') or []),
-        network_lock=params.get('network_lock') or 'nftables',
-        tcp_established=bool(params.get('tcp_established')), manage_cgroups=True,
-        manage_cgroups_mode=params.get('manage_cgroups_mode') or 'soft',
-        freeze_cgroup=_criu.criu_freeze_cgroup(cg), shell_job=False,
-        timeout=params.get('freeze_timeout') or 10,
-        lazy_pages=True, page_server={'address': lazy['address'], 'port': lazy['port']}, **tls_kwargs)
+        lazy_pages=True, page_server={'address': lazy['address'], 'port': lazy['port']},
+        **dict(_criu.checkpoint_kwargs(params, target['pid'], root, cg), **tls_kwargs))
     result['changed'] = True
     result['hold'] = 'lazy'
     if diff:

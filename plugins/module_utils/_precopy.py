@@ -32,8 +32,9 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._criu import (
     CriuOptions,
     CriuSession,
-    criu_freeze_cgroup,
+    checkpoint_kwargs,
     detect_root,
+    page_server_kwargs,
     resolve_target,
     root_candidates,
 )
@@ -94,27 +95,9 @@ def _check_images_dir(images_dir, images_mod):
 
 
 def _options(params, target, root, parent):
-    ps = params.get('page_server') or None
-    kwargs = dict(
-        pid=target['pid'],
-        root=root,
-        external=list(params.get('external') or []),
-        network_lock=params.get('network_lock') or 'nftables',
-        tcp_established=bool(params.get('tcp_established')),
-        manage_cgroups=True,
-        manage_cgroups_mode=params.get('manage_cgroups_mode') or 'soft',
-        freeze_cgroup=criu_freeze_cgroup(target['cgroup']),
-        shell_job=False,
-        timeout=params.get('freeze_timeout') or 10,
-        track_mem=True,
-        pre_dump_mode=params.get('pre_dump_mode') or 'splice',
-        parent_img=parent,
-    )
-    if ps:
-        kwargs['page_server'] = {'address': ps['host'], 'port': ps['port']}
-        if ps.get('tls'):
-            kwargs.update(tls=True, tls_cacert=ps.get('tls_cacert'), tls_cert=ps.get('tls_cert'),
-                          tls_key=ps.get('tls_key'), tls_no_cn_verify=ps.get('tls_no_cn_verify') or None)
+    kwargs = checkpoint_kwargs(params, target['pid'], root, target['cgroup'])
+    kwargs.update(track_mem=True, pre_dump_mode=params.get('pre_dump_mode') or 'splice', parent_img=parent)
+    kwargs.update(page_server_kwargs(params.get('page_server')))
     return CriuOptions(**kwargs)
 
 
