@@ -49,6 +49,13 @@ options:
     description: The longest freeze that is acceptable.
     type: int
     default: 300
+  errors:
+    description:
+      - What a request the kernels cannot do (or bad input) gives - V(strict) fails the templating, V(return)
+        returns C(strategy=null) and the one-sentence C(error), for a task that fails with a plain message.
+    type: str
+    choices: [strict, return]
+    default: strict
 '''
 
 EXAMPLES = r'''
@@ -59,7 +66,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 _value:
-  description: C(strategy), C(reason) (one sentence) and C(predicted_freeze_ms) (or null).
+  description:
+    - C(strategy), C(reason) (one sentence) and C(predicted_freeze_ms) (or null).
+    - With O(errors=return), a refusal is C(strategy=null) and C(error) (one sentence).
   type: dict
 '''
 
@@ -68,11 +77,15 @@ from ansible_collections.haul.live.plugins.module_utils._policy import choose_st
 
 
 def strategy(requested, source_facts, dest_facts, memory_bytes=None, link_bytes_s=None, dirty_rate_bytes_s=None,
-             max_downtime_ms=300):
+             max_downtime_ms=300, errors='strict'):
+    if errors not in ('strict', 'return'):
+        raise AnsibleFilterError('haul.live.strategy: errors must be strict or return, not %r' % (errors,))
     try:
         return choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=dirty_rate_bytes_s,
                                memory_bytes=memory_bytes, link_bytes_s=link_bytes_s, max_downtime_ms=max_downtime_ms)
     except (ValueError, TypeError) as e:
+        if errors == 'return':
+            return {'strategy': None, 'reason': str(e), 'error': str(e), 'predicted_freeze_ms': None}
         raise AnsibleFilterError('haul.live.strategy: %s' % e)
 
 

@@ -649,6 +649,21 @@ class Cgroup(object):
                     pid_count=len(pids), twins=self.twins)
 
 
+def freezer_argspec():
+    """The options that name a cgroup and its freezer (the doc fragment ``haul.live.freezer``),
+    for cgroup_freeze and cgroup_thaw. Use with FREEZER_RULES."""
+    return dict(
+        cgroup=dict(type='str'),
+        pid=dict(type='int'),
+        version=dict(type='str', choices=list(VERSIONS), default='auto'),
+        timeout=dict(type='float', default=10),
+    )
+
+
+# One of cgroup and pid names the cgroup.
+FREEZER_RULES = dict(mutually_exclusive=[('cgroup', 'pid')], required_one_of=[('cgroup', 'pid')])
+
+
 def from_params(cgroup=None, pid=None, version=AUTO, step='cgroup', mounts=None):
     """The :class:`Cgroup` named by module options ``cgroup`` (a path) or ``pid``."""
     if cgroup and pid:

@@ -458,10 +458,31 @@ class CriuSession(object):
         return cause
 
     # -- information
+    # CRIU version per binary (path, mtime, size) and pycriu module, for the life of this process:
+    # a handoff asks more than once, and asking starts a CRIU (~5 ms, inside the freeze for a restore).
+    _versions = {}
+
+    def _version_key(self):
+        try:
+            st = os.stat(self.criu_path)
+        except OSError:
+            return None
+        return (self.criu_path, st.st_mtime_ns, st.st_size, id(self._pycriu))
+
     def version(self):
         """CRIU version string ('4.1.1'), by RPC, falling back to ``criu --version``."""
         if self._version:
             return self._version
+        key = self._version_key()
+        if key is not None and key in CriuSession._versions:
+            self._version = CriuSession._versions[key]
+            return self._version
+        self._version = self._ask_version()
+        if key is not None:
+            CriuSession._versions[key] = self._version
+        return self._version
+
+    def _ask_version(self):
         try:
             resp = self._request('VERSION', 'criu-version')
             v = resp.version
@@ -1056,8 +1077,9 @@ def _already_dumped_gone(images_dir, params, images_mod):
 
 def checkpoint_kwargs(params, pid, root, cg):
     """CriuOptions keywords shared by every checkpoint of a container (dump, pre-dump, lazy dump),
-    from the options of the ``haul.live.container`` doc fragment."""
-    return dict(
+    from the options of the ``haul.live.container`` doc fragment, and ``parent_images`` (the last
+    pre-copy round: the checkpoint then writes only the pages changed since)."""
+    kwargs = dict(
         pid=pid,
         root=root,
         external=list(params.get('external') or []),
@@ -1069,6 +1091,22 @@ def checkpoint_kwargs(params, pid, root, cg):
         shell_job=False,
         timeout=params.get('freeze_timeout') or 10,
     )
+    if params.get('parent_images'):
+        kwargs.update(parent_img=params['parent_images'], track_mem=True)
+    return kwargs
+
+
+def page_server_argspec():
+    """The ``page_server`` option (the doc fragment ``haul.live.page_server``) of criu_dump and criu_predump."""
+    return dict(page_server=dict(type='dict', options=dict(
+        host=dict(type='str', required=True),
+        port=dict(type='int', required=True),
+        tls=dict(type='bool', default=False),
+        tls_cacert=dict(type='path'),
+        tls_cert=dict(type='path'),
+        tls_key=dict(type='path', no_log=False),
+        tls_no_cn_verify=dict(type='bool', default=False),
+    ), required_together=[['tls_cert', 'tls_key']]))
 
 
 def page_server_kwargs(ps):
@@ -1088,9 +1126,6 @@ def _dump_options(params, target, root, cg):
         kwargs['leave_running'] = True
     else:
         kwargs['leave_stopped'] = True
-    if params.get('parent_images'):
-        kwargs['parent_img'] = params['parent_images']
-        kwargs['track_mem'] = True
     kwargs.update(page_server_kwargs(params.get('page_server')))
     return CriuOptions(**kwargs)
 

@@ -132,6 +132,15 @@ def ensure_dir(path):
     return changed
 
 
+def precopy_dir(images_dir):
+    """Where a migration keeps its pre-copy rounds: ``<images_dir>.precopy`` (the same on both hosts).
+
+    A sibling of the images directory, so that the final dump's ``parent`` link
+    (``../NAME.precopy/round-N``, relative) resolves the same way on the destination.
+    """
+    return images_dir.rstrip('/') + '.precopy'
+
+
 # Directories CRIU or rsync leave in an images directory when they are killed mid-way: CRIU's
 # cgroup yard (still mounted, in the host's mount namespace) and rsync's partial-dir.
 _LEFTOVER_DIR_PREFIXES = ('.criu.cgyard.', '.haul-partial')

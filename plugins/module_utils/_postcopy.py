@@ -115,6 +115,18 @@ def write_state(path, data):
     os.rename(tmp, path)
 
 
+def _forget(path, states):
+    """Remove the state file ``path`` when its job ended in one of ``states`` (and its directory
+    when that leaves it empty): a job called off before it started leaves nothing behind."""
+    if (read_state(path) or {}).get('state') not in states:
+        return
+    try:
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass
+
+
 def pid_alive(pid):
     """Whether pid exists and is not a zombie."""
     if not pid:
@@ -206,6 +218,14 @@ def spawn_supervised(job, state_file, ready_timeout, what='background job', keep
     The returned report gets ``supervisor_pid``. Raises HaulError('ready', ...) when no
     report comes within ``ready_timeout`` (the supervisor is then killed).
     """
+    rfd, sup = spawn_detached(job, state_file, keep_fds)
+    return collect_report(rfd, sup, ready_timeout, what)
+
+
+def spawn_detached(job, state_file, keep_fds=()):
+    """The first half of :func:`spawn_supervised`: start the supervisor running ``job``;
+    return ``(report fd, supervisor pid)`` for :func:`collect_report`. A job whose final state
+    is ``cancelled`` (called off before it started anything) leaves no state file."""
     rfd, wfd = os.pipe()
     pid_r, pid_w = os.pipe()
     first = os.fork()
@@ -227,7 +247,10 @@ def spawn_supervised(job, state_file, ready_timeout, what='background job', keep
             def report(data):
                 if not sent:
                     sent.append(True)
-                    os.write(wfd, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'))
+                    try:
+                        os.write(wfd, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'))
+                    except OSError:
+                        pass  # nobody reads any more (called off, or the module is gone): the state file says it
                     os.close(wfd)
 
             started = time.time()
@@ -241,7 +264,8 @@ def spawn_supervised(job, state_file, ready_timeout, what='background job', keep
                 report(dict(ready=False, error='supervisor: %s' % e))
             final.update(started=started, ended=time.time(), supervisor_pid=os.getpid())
             final.setdefault('state', 'finished' if final.get('rc') == 0 else 'failed')
-            write_state(state_file, final)
+            if final['state'] != 'cancelled':  # called off before it started: nothing to record
+                write_state(state_file, final)
         except BaseException:  # pylint: disable=broad-except
             code = 1
         finally:
@@ -256,15 +280,28 @@ def spawn_supervised(job, state_file, ready_timeout, what='background job', keep
             sup = int(line) if line else None
         except (OSError, ValueError):
             sup = None
-        try:
-            rep = read_report(rfd, ready_timeout, what)
-        except HaulError:
-            if sup and pid_alive(sup):
-                _kill_tree(sup)
-            raise
+    except BaseException:
+        os.close(rfd)
+        raise
+    finally:
+        os.close(pid_r)
+    return rfd, sup
+
+
+def collect_report(rfd, sup, ready_timeout, what='background job'):
+    """The first report of a supervisor started by :func:`spawn_detached` (closes ``rfd``).
+
+    Raises HaulError('ready', ...) when none comes within ``ready_timeout`` (the supervisor is
+    then killed).
+    """
+    try:
+        rep = read_report(rfd, ready_timeout, what)
+    except HaulError:
+        if sup and pid_alive(sup):
+            _kill_tree(sup)
+        raise
     finally:
         os.close(rfd)
-        os.close(pid_r)
     rep['supervisor_pid'] = sup
     return rep
 
@@ -327,6 +364,102 @@ def lazy_dump_start(session, options, images_dir, ready_timeout=60, hold_cgroup=
     they stay frozen and the state says ``source: frozen``: the caller thaws them
     (the destination never resumed) or kills them (it did: the container is lost).
     """
+    return lazy_dump_spawn(session, options, images_dir, ready_timeout, hold_cgroup).go()
+
+
+def _gate(session, go_fd, armed_fd):
+    """Make ``session``'s next CRIU request start its ``criu swrk`` at once, say so with a byte on
+    ``armed_fd``, then wait for a byte on ``go_fd`` before it sends the request (EOF:
+    HaulError, nothing is sent)."""
+    plain = session._client  # pylint: disable=protected-access
+
+    def client():
+        c = plain()
+        try:
+            c.sk = c._comm.connect(False)  # pylint: disable=protected-access
+        except Exception:  # pylint: disable=broad-except
+            c.sk = None  # pycriu without these internals: it starts criu itself, after the gate
+        try:
+            os.write(armed_fd, b'a')
+            os.close(armed_fd)
+        except OSError:
+            pass
+        if os.read(go_fd, 1) != b'g':
+            raise HaulError('dump', 'the lazy dump was called off before it started')
+        os.close(go_fd)
+        return c
+    session._client = client  # pylint: disable=protected-access
+
+
+class LazyDump(object):
+    """A lazy dump's supervisor, started by :func:`lazy_dump_spawn`; :meth:`go` waits for its report."""
+
+    def __init__(self, rfd, sup, go_fd, sfile, ready_timeout, armed_fd=None):
+        self.rfd, self.sup, self.go_fd, self.armed_fd = rfd, sup, go_fd, armed_fd
+        self.sfile = sfile
+        self.ready_timeout = ready_timeout
+
+    def armed(self, timeout=5):
+        """Wait (at most ``timeout`` seconds) until a gated dump's CRIU has started and waits for
+        :meth:`go`; whether it did."""
+        fd, self.armed_fd = self.armed_fd, None
+        if fd is None:
+            return False
+        try:
+            return bool(select.select([fd], [], [], timeout)[0]) and os.read(fd, 1) == b'a'
+        finally:
+            os.close(fd)
+
+    def go(self):
+        """Let a gated dump start (the freeze begins), then wait until its page server is ready.
+
+        Returns the report (see :func:`lazy_dump_start`); HaulError('dump', ...) on failure.
+        """
+        start = time.time()
+        gated = self.go_fd is not None
+        if gated:
+            try:
+                os.write(self.go_fd, b'g')
+            except OSError:
+                pass  # the supervisor is gone: its report (or its absence) says why
+            finally:
+                os.close(self.go_fd)
+                self.go_fd = None
+        rfd, self.rfd = self.rfd, None
+        # the supervisor's reports come after CRIU's own ready wait: give it a little more time
+        rep = collect_report(rfd, self.sup, self.ready_timeout + 5, what='lazy dump')
+        if not rep.get('ready'):
+            raise HaulError('dump', 'lazy dump failed: %s' % rep.get('error'), log=rep.get('log_path'))
+        rep['state_file'] = self.sfile
+        # the supervisor counts from its own start, which for a gated dump includes the wait for go
+        criu_ready_ms = rep.pop('ready_ms', None)
+        rep['criu_ready_ms'] = None if gated else criu_ready_ms
+        rep['ready_ms'] = round((time.time() - start) * 1000, 1)
+        return rep
+
+    def cancel(self):
+        """Call off a gated dump that has not started: the container was never touched."""
+        for name in ('go_fd', 'rfd', 'armed_fd'):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+        if self.sup:
+            try:
+                wait_pid_exit(self.sup, 5)
+            except HaulError:
+                _kill_tree(self.sup)
+                wait_pid_exit(self.sup, 5)
+            _forget(self.sfile, ('failed', 'prepared'))
+
+
+def lazy_dump_spawn(session, options, images_dir, ready_timeout=60, hold_cgroup=None, gated=False):
+    """The supervisor of :func:`lazy_dump_start`, as a :class:`LazyDump`.
+
+    ``gated``: the supervisor, its dump process and CRIU (``criu swrk``) start now, but the
+    dump request waits for :meth:`LazyDump.go`, so that a handoff's freeze does not wait for
+    three process starts. :meth:`LazyDump.cancel`, or this process ending, calls it off.
+    """
     if not options.lazy_pages or not options.page_server:
         raise HaulError('options', 'a lazy dump needs lazy_pages and page_server')
     sfile = state_path(images_dir, 'dump')
@@ -338,8 +471,15 @@ def lazy_dump_start(session, options, images_dir, ready_timeout=60, hold_cgroup=
         pass
     session.pycriu  # pylint: disable=pointless-statement
     start = time.time()
+    go_r = go_w = armed_r = armed_w = None
+    if gated:
+        go_r, go_w = os.pipe()
+        armed_r, armed_w = os.pipe()
 
     def job(report):
+        if go_r is not None:
+            write_state(sfile, {'state': 'prepared', 'supervisor_pid': os.getpid(), 'images_dir': images_dir})
+            _gate(session, go_r, armed_w)
         child, log = session.dump_lazy_start(options, ready_timeout=ready_timeout)
         held = _v2_freeze(hold_cgroup, True)
         write_state(sfile, {'state': 'running', 'dump_pid': child, 'supervisor_pid': os.getpid(), 'log_path': log,
@@ -359,14 +499,17 @@ def lazy_dump_start(session, options, images_dir, ready_timeout=60, hold_cgroup=
             _v2_freeze(hold_cgroup, False)  # empty by now; leave no frozen cgroup behind
         return res
 
-    # the supervisor's reports come after CRIU's own ready wait: give it a little more time
-    rep = spawn_supervised(job, sfile, ready_timeout + 5, what='lazy dump')
-    if not rep.get('ready'):
-        raise HaulError('dump', 'lazy dump failed: %s' % rep.get('error'), log=rep.get('log_path'))
-    rep['state_file'] = sfile
-    rep['criu_ready_ms'] = rep.pop('ready_ms', None)
-    rep['ready_ms'] = round((time.time() - start) * 1000, 1)
-    return rep
+    try:
+        rfd, sup = spawn_detached(job, sfile, keep_fds=[go_r, armed_w] if gated else ())
+    except BaseException:
+        for fd in (go_r, go_w, armed_r, armed_w):
+            if fd is not None:
+                os.close(fd)
+        raise
+    for fd in (go_r, armed_w):
+        if fd is not None:
+            os.close(fd)
+    return LazyDump(rfd, sup, go_w, sfile, ready_timeout, armed_fd=armed_r)
 
 
 # --------------------------------------------------------------------------- destination: lazy-pages daemon
@@ -414,6 +557,62 @@ def start_lazy_pages(criu_path, images_dir, address, port, ready_timeout=30, tls
     Raises HaulError('lazy-pages', ...) with the telling line of its log when it
     fails or is not ready in time; nothing is left running then.
     """
+    return lazy_pages_spawn(criu_path, images_dir, address, port, ready_timeout, tls, tls_cacert, tls_cert,
+                            tls_key, tls_no_cn_verify).go()
+
+
+class LazyPages(object):
+    """The supervisor of a lazy-pages daemon, started by :func:`lazy_pages_spawn`."""
+
+    def __init__(self, rfd, sup, go_fd, info):
+        self.rfd, self.sup, self.go_fd = rfd, sup, go_fd
+        self.info = info
+
+    def go(self):
+        """Start the daemon of a gated supervisor, then wait until it is ready (see :func:`start_lazy_pages`)."""
+        info = self.info
+        start = time.time()
+        if self.go_fd is not None:
+            try:
+                os.write(self.go_fd, b'g')
+            except OSError:
+                pass  # the supervisor is gone: its report (or its absence) says why
+            finally:
+                os.close(self.go_fd)
+                self.go_fd = None
+        rfd, self.rfd = self.rfd, None
+        rep = collect_report(rfd, self.sup, info['ready_timeout'] + 5, what='criu lazy-pages')
+        if not rep.get('ready'):
+            log = info['log']
+            raise HaulError('lazy-pages', 'criu lazy-pages against %s:%s failed: %s'
+                            % (info['address'], info['port'], rep.get('error')), log=log if os.path.exists(log) else None)
+        rep.update(ready_ms=round((time.time() - start) * 1000, 1), argv=info['argv'], state_file=info['sfile'])
+        return rep
+
+    def cancel(self):
+        """Call off a gated supervisor whose daemon has not started."""
+        for name in ('go_fd', 'rfd'):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+        if self.sup:
+            try:
+                wait_pid_exit(self.sup, 5)
+            except HaulError:
+                _kill_tree(self.sup)
+                wait_pid_exit(self.sup, 5)
+            _forget(self.info['sfile'], ('cancelled',))
+
+
+def lazy_pages_spawn(criu_path, images_dir, address, port, ready_timeout=30, tls=True, tls_cacert=None,
+                     tls_cert=None, tls_key=None, tls_no_cn_verify=False, gated=False):
+    """The supervisor of :func:`start_lazy_pages`, as a :class:`LazyPages`.
+
+    ``gated``: the supervisor starts now but starts the daemon only on :meth:`LazyPages.go`
+    (a handoff's destination prepares it before the images come); :meth:`LazyPages.cancel`, or
+    this process ending, calls it off.
+    """
     images_dir = os.path.abspath(images_dir)
     log = os.path.join(images_dir, LAZY_PAGES_LOG)
     sfile = state_path(images_dir, 'lazy-pages')
@@ -422,12 +621,18 @@ def start_lazy_pages(criu_path, images_dir, address, port, ready_timeout=30, tls
             os.unlink(stale)
         except OSError:
             pass
-    start = time.time()
     # the argv for the result (the status fd number is the supervisor's)
     probe_argv = lazy_pages_argv(criu_path, images_dir, address, port, 0, tls, tls_cacert, tls_cert,
                                  tls_key, tls_no_cn_verify)
+    go_r = go_w = None
+    if gated:
+        go_r, go_w = os.pipe()
 
     def job(report):
+        if go_r is not None:
+            if os.read(go_r, 1) != b'g':
+                return {'rc': 1, 'state': 'cancelled', 'error': 'called off before the daemon started'}
+            os.close(go_r)
         rfd, wfd = os.pipe()
         argv = lazy_pages_argv(criu_path, images_dir, address, port, wfd, tls, tls_cacert, tls_cert,
                                tls_key, tls_no_cn_verify)
@@ -462,12 +667,17 @@ def start_lazy_pages(criu_path, images_dir, address, port, ready_timeout=30, tls
                 'criu lazy-pages was killed by signal %d' % -rc if rc < 0 else 'criu lazy-pages exited with %s' % rc)
         return res
 
-    rep = spawn_supervised(job, sfile, ready_timeout + 5, what='criu lazy-pages')
-    if not rep.get('ready'):
-        raise HaulError('lazy-pages', 'criu lazy-pages against %s:%s failed: %s'
-                        % (address, port, rep.get('error')), log=log if os.path.exists(log) else None)
-    rep.update(ready_ms=round((time.time() - start) * 1000, 1), argv=probe_argv, state_file=sfile)
-    return rep
+    try:
+        rfd, sup = spawn_detached(job, sfile, keep_fds=[go_r] if gated else ())
+    except BaseException:
+        for fd in (go_r, go_w):
+            if fd is not None:
+                os.close(fd)
+        raise
+    if go_r is not None:
+        os.close(go_r)
+    return LazyPages(rfd, sup, go_w, dict(log=log, sfile=sfile, argv=probe_argv, address=address, port=port,
+                                          ready_timeout=ready_timeout))
 
 
 def stop_lazy_pages(images_dir, timeout=10):
@@ -497,7 +707,7 @@ def stop_lazy_pages(images_dir, timeout=10):
 def find_lazy_dump(images_dir):
     """The state of a lazy dump of ``images_dir`` whose supervisor still runs here, or None."""
     st = read_state(state_path(images_dir, 'dump'))
-    if st and st.get('state') == 'running' and pid_alive(st.get('supervisor_pid')):
+    if st and st.get('state') in ('running', 'prepared') and pid_alive(st.get('supervisor_pid')):
         return st
     return None
 
@@ -510,6 +720,9 @@ def stop_lazy_dump(images_dir, timeout=10):
     rollback); after, the container is lost and they must be killed, never thawed
     (ROLLBACK RULE). Returns the supervisor pid, or None if no lazy dump ran.
     """
+    prepared = _PREPARED.pop(os.path.abspath(images_dir), None)
+    if prepared is not None:
+        prepared.cancel()
     st = find_lazy_dump(images_dir)
     if not st:
         return None
@@ -709,6 +922,40 @@ def wait_transfer(images_dir, job, timeout, pid=None):
 
 # --------------------------------------------------------------------------- module logic: criu_dump lazy
 
+# CRIU versions asked by warm_up(), by criu binary path: a lazy dump inside a handoff's freeze
+# then neither imports pycriu nor starts a CRIU just to ask its version (~30 ms on the lab).
+_VERSIONS = {}
+
+
+# Lazy dumps prepared by warm_up(), by images directory, for dump_lazy() inside the freeze.
+_PREPARED = {}
+
+
+def warm_up(params):
+    """Before a handoff's freeze, the part of its lazy dump (``params`` as for :func:`dump_lazy`)
+    that can be done while the container runs: import pycriu, ask CRIU's version, check the
+    container and the images directory, start the dump's supervisor and CRIU (waiting, see
+    :func:`lazy_dump_spawn`). :func:`dump_lazy` then only has to let it go; if it is called with
+    other parameters, or :func:`stop_lazy_dump` comes first, or this process ends, the prepared
+    dump is called off without having touched the container. A failing check prepares nothing:
+    :func:`dump_lazy` meets it again and fails as it would have."""
+    from ansible_collections.haul.live.plugins.module_utils import _criu  # pylint: disable=import-outside-toplevel
+    session = _criu.CriuSession(None, criu_path=params.get('criu_path'))
+    session.pycriu  # pylint: disable=pointless-statement
+    _VERSIONS[session.criu_path] = session.require_version()
+    images_dir = os.path.abspath(params['images_dir'])
+    old = _PREPARED.pop(images_dir, None)
+    if old is not None:
+        old.cancel()
+    try:
+        prepared = _dump_lazy(params, prepare=True)
+    except HaulError:
+        prepared = None
+    if isinstance(prepared, _PreparedLazyDump):
+        _PREPARED[images_dir] = prepared
+    return _VERSIONS[session.criu_path]
+
+
 def _tls_kwargs(lazy):
     if not lazy.get('tls', True):
         if any(lazy.get(k) for k in ('tls_cacert', 'tls_cert', 'tls_key')):
@@ -728,7 +975,44 @@ def dump_lazy(params, check_mode=False, diff=False):
 
     Returns the module result. The container stays frozen (CRIU holds it) until the
     destination has every page; then CRIU kills it. See the ROLLBACK RULE above.
+
+    When :func:`warm_up` prepared this very dump (same parameters) before a handoff's freeze,
+    only the dump itself is left to do.
     """
+    prepared = _PREPARED.pop(os.path.abspath(params['images_dir']), None)
+    if prepared is not None:
+        if not check_mode and prepared.params == params:
+            return prepared.run()
+        prepared.cancel()
+    return _dump_lazy(params, check_mode=check_mode, diff=diff)
+
+
+class _PreparedLazyDump(object):
+    """Everything of a lazy dump but the dump: checked, images directory emptied, its supervisor,
+    dump process and CRIU started and waiting (:func:`lazy_dump_spawn` with ``gated``)."""
+
+    def __init__(self, params, result, dump, finish, recheck):
+        self.params = dict(params)
+        self.result = result
+        self.dump = dump
+        self.finish = finish
+        self.recheck = recheck
+
+    def run(self):
+        try:
+            self.recheck()
+        except HaulError:
+            self.cancel()
+            raise
+        return self.finish(self.dump)
+
+    def cancel(self):
+        self.dump.cancel()
+
+
+def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
+    """:func:`dump_lazy`; with ``prepare``, a :class:`_PreparedLazyDump` instead of a dump (or
+    the result when there is nothing to dump)."""
     from ansible_collections.haul.live.plugins.module_utils import _criu  # pylint: disable=import-outside-toplevel
     from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
     from ansible_collections.haul.live.plugins.module_utils import _cgroup as cgroup_mod  # pylint: disable=import-outside-toplevel
@@ -742,6 +1026,7 @@ def dump_lazy(params, check_mode=False, diff=False):
 
     session = _criu.CriuSession(images_dir, criu_path=params.get('criu_path'))
     session.pycriu  # pylint: disable=pointless-statement
+    session._version = _VERSIONS.get(session.criu_path)  # pylint: disable=protected-access
     criu_version = session.require_version()
     result['criu_version'] = criu_version
 
@@ -774,10 +1059,13 @@ def dump_lazy(params, check_mode=False, diff=False):
     name = params.get('name') or os.path.basename(target['cgroup_path'].rstrip('/'))
     identity = _images.make_identity(name, cgroup=target['cgroup_path'], root=None, init_pid=target['pid'])
     result.update(name=name, pid=target['pid'], root_pid=target['pid'], cgroup=target['cgroup_path'])
-    state = cg.state()
-    if state != 'thawed' or _criu.all_stopped(target['pids']):
-        raise HaulError('identify', 'container %s (cgroup %s) is %s: a lazy dump needs it running'
-                        % (name, cg.path, 'stopped' if state == 'thawed' else state))
+
+    def recheck():
+        state = cg.state()
+        if state != 'thawed' or _criu.all_stopped(target['pids']):
+            raise HaulError('identify', 'container %s (cgroup %s) is %s: a lazy dump needs it running'
+                            % (name, cg.path, 'stopped' if state == 'thawed' else state))
+    recheck()
     root = params.get('root') or _criu.detect_root(target['pid'], name)
     if not root or not os.path.isdir(root):
         raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host; pass root'
@@ -817,23 +1105,45 @@ def dump_lazy(params, check_mode=False, diff=False):
         hold_cgroup = cgroup_mod.Cgroup(target['cgroup_path'], version='v2', step='hold').path
     except HaulError:
         hold_cgroup = None
-    try:
-        rep = lazy_dump_start(session, options, images_dir, ready_timeout=lazy.get('ready_timeout') or 60,
-                              hold_cgroup=hold_cgroup)
-    except HaulError:
+    dump = lazy_dump_spawn(session, options, images_dir, ready_timeout=lazy.get('ready_timeout') or 60,
+                           hold_cgroup=hold_cgroup, gated=prepare)
+
+    def finish(dump):
         try:
-            cg.thaw(timeout=params.get('freeze_timeout') or 10)
+            rep = dump.go()
         except HaulError:
-            pass
-        raise
+            try:
+                cg.thaw(timeout=params.get('freeze_timeout') or 10)
+            except HaulError:
+                pass
+            raise
+        return _lazy_dumped(params, result, rep, images_dir, identity, criu_version, options)
+
+    if prepare:
+        dump.armed()
+        return _PreparedLazyDump(params, result, dump, finish, recheck)
+    return finish(dump)
+
+
+def _lazy_dumped(params, result, rep, images_dir, identity, criu_version, options):
+    """The end of a lazy dump whose page server is ready: its manifest and the result."""
+    from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
     result['log_path'] = rep.get('log_path')
     result['duration'] = round(rep['ready_ms'] / 1000.0, 3)
     result['lazy'].update(supervisor_pid=rep.get('supervisor_pid'), dump_pid=rep.get('dump_pid'),
                           ready_ms=rep['ready_ms'], criu_ready_ms=rep.get('criu_ready_ms'),
                           state_file=rep['state_file'], state='serving', held=rep.get('held'))
     try:
-        manifest = _images.create_manifest(images_dir, 'dump', identity, criu_version,
-                                           checksums=params.get('checksum', 'sha256') != 'none')
+        # no fsync (unlike _images.write_manifest): a lazy dump is worth nothing without its page
+        # server, which a crash of this host ends anyway; inside a handoff's freeze it costs ms
+        manifest = _images.build_manifest(images_dir, 'dump', identity, criu_version,
+                                          parent=options.parent_relative(images_dir),
+                                          checksums=params.get('checksum', 'sha256') != 'none')
+        tmp = os.path.join(images_dir, _images.MANIFEST_TMP)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write('\n')
+        os.rename(tmp, os.path.join(images_dir, _images.MANIFEST))
     except (IOError, OSError) as e:
         raise HaulError('manifest', 'cannot write the manifest of %s: %s (the lazy dump still serves its pages; '
                         'the source resumes when its page server is stopped)' % (images_dir, e))

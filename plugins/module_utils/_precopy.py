@@ -110,29 +110,33 @@ def _rescue(cg, timeout):
         pass
 
 
-def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=None):
-    """The criu_predump module's logic. ``params`` are the module's parameters. Returns the result dict."""
-    from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
-    from ansible_collections.haul.live.plugins.module_utils import _cgroup as cgroup_mod  # pylint: disable=import-outside-toplevel
+def _policy_from(params, page_size):
+    try:
+        return Convergence(max_rounds=params.get('max_rounds', 8), min_pages=params.get('min_pages', 64),
+                           growth=params.get('growth', 0.10), max_downtime_ms=params.get('max_downtime_ms', 300),
+                           page_size=page_size, rate_from_memwrite=bool(params.get('page_server')))
+    except ValueError as e:
+        raise HaulError('options', str(e))
 
-    images_dir = os.path.abspath(params['images_dir'])
-    result = {'changed': False, 'images_dir': images_dir}
+
+def prepare(params, images_dir, pycriu_mod=None, page_size=None, cgroup_mod=None, images_mod=None):
+    """Everything checked before the first round; nothing is touched. Returns the context of :func:`iterate`.
+
+    In this order: CRIU and pycriu, the kernel's dirty tracking (CONFIG_MEM_SOFT_DIRTY), the
+    policy's settings, the container (running), its root, the images directory.
+    """
+    if images_mod is None:
+        from ansible_collections.haul.live.plugins.module_utils import _images as images_mod  # pylint: disable=import-outside-toplevel
+    if cgroup_mod is None:
+        from ansible_collections.haul.live.plugins.module_utils import _cgroup as cgroup_mod  # pylint: disable=import-outside-toplevel
     if page_size is None:
         page_size = os.sysconf('SC_PAGE_SIZE')
-
     # CRIU, pycriu and the kernel first: without dirty tracking nothing is touched.
     session = CriuSession(images_dir, criu_path=params.get('criu_path'), pycriu_mod=pycriu_mod)
     session.pycriu  # pylint: disable=pointless-statement
     criu_version = session.require_version()
-    result['criu_version'] = criu_version
     features = check_dirty_tracking(session)
-
-    try:
-        policy = Convergence(max_rounds=params.get('max_rounds', 8), min_pages=params.get('min_pages', 64),
-                             growth=params.get('growth', 0.10), max_downtime_ms=params.get('max_downtime_ms', 300),
-                             page_size=page_size, rate_from_memwrite=bool(params.get('page_server')))
-    except ValueError as e:
-        raise HaulError('options', str(e))
+    policy = _policy_from(params, page_size)
     hint = params.get('transfer_bytes_per_s')
     if hint is not None and hint <= 0:
         raise HaulError('options', 'transfer_bytes_per_s must be > 0, not %r' % (hint,))
@@ -141,7 +145,6 @@ def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=
     target = resolve_target(pid=params.get('pid'), cgroup=params.get('cgroup'), cgroup_mod=cgroup_mod)
     cg = target['cgroup']
     name = params.get('name') or os.path.basename(target['cgroup_path'].rstrip('/'))
-    result.update(name=name, pid=target['pid'], cgroup=target['cgroup_path'])
     state = cg.state()
     if state != 'thawed':
         raise HaulError('identify', 'container %s (cgroup %s) is %s: pre-copy needs a running container'
@@ -156,24 +159,32 @@ def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=
             tried = ', '.join(root_candidates(name)) or '-'
             raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host: tried %s and '
                             '/proc/%d/mountinfo; pass root' % (name, target['pid'], tried, target['pid']))
-    result['root'] = root
-    identity = _images.make_identity(name, cgroup=target['cgroup_path'], root=root, init_pid=target['pid'])
-
-    old_rounds = _check_images_dir(images_dir, _images)
+    old_rounds = _check_images_dir(images_dir, images_mod)
     _options(params, target, root, None)  # validates the options before anything runs
+    return {'params': params, 'images_dir': images_dir, 'session': session, 'criu_version': criu_version,
+            'features': features, 'policy': policy, 'hint': hint, 'target': target, 'name': name, 'root': root,
+            'old_rounds': old_rounds, 'page_size': page_size, 'images_mod': images_mod,
+            'identity': images_mod.make_identity(name, cgroup=target['cgroup_path'], root=root,
+                                                 init_pid=target['pid'])}
 
-    # Pre-copy always changes something: the container moves on between two runs.
-    result['changed'] = True
-    if diff:
-        result['diff'] = {'before': {'rounds': len(old_rounds)},
-                          'after': {'rounds': '1..%d' % policy.max_rounds}}
-    if check_mode:
-        result.update(rounds=[], last_images=None, stop_reason=None, stop_rule=None, predicted_freeze_ms=None)
-        return result
 
-    _images.ensure_dir(images_dir)
-    for old in old_rounds:
-        _images.remove(os.path.join(images_dir, old))
+def iterate(ctx, after_round=None):
+    """Run the rounds of :func:`prepare`'s context until the policy stops them.
+
+    Earlier rounds in the directory are removed first. ``after_round(rnd)``, when given, runs
+    after each round is written (a handoff sends the round to the destination there) and returns
+    a dict merged into the round's stats before the policy decides: its ``transfer_bytes_per_s``
+    is then the measured rate that the downtime rule uses. Returns
+    ``{'rounds', 'last_images', 'stop_reason', 'stop_rule', 'predicted_freeze_ms', 'duration', 'bytes'}``.
+    A failed round raises HaulError('pre-dump' ...) with the earlier rounds in its details; the
+    container is left running.
+    """
+    params, images_dir, images_mod = ctx['params'], ctx['images_dir'], ctx['images_mod']
+    target, policy, page_size = ctx['target'], ctx['policy'], ctx['page_size']
+    cg = target['cgroup']
+    images_mod.ensure_dir(images_dir)
+    for old in ctx['old_rounds']:
+        images_mod.remove(os.path.join(images_dir, old))
 
     checksums = params.get('checksum', 'sha256') != 'none'
     timeout = params.get('freeze_timeout') or 10
@@ -185,11 +196,11 @@ def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=
         n += 1
         rdir = round_dir(images_dir, n)
         parent = '../%s%d' % (ROUND_PREFIX, n - 1) if n > 1 else None
-        _images.ensure_dir(rdir)
-        options = _options(params, target, root, parent)
-        rsession = CriuSession(rdir, criu_path=session.criu_path, pycriu_mod=session.pycriu)
+        images_mod.ensure_dir(rdir)
+        options = _options(params, target, ctx['root'], parent)
+        rsession = CriuSession(rdir, criu_path=ctx['session'].criu_path, pycriu_mod=ctx['session'].pycriu)
         try:
-            res = rsession.pre_dump(options, features=features)
+            res = rsession.pre_dump(options, features=ctx['features'])
         except HaulError as e:
             _rescue(cg, timeout)
             # the round is incomplete: its directory goes (its log tail travels in the result)
@@ -198,10 +209,10 @@ def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=
                            log_tail=log_tail(e.log) if e.log else [])
             shutil.rmtree(rdir, ignore_errors=True)
             raise HaulError(e.step, 'round %d: %s' % (n, e.cause), rc=e.rc, **details)
-        stats = _images.summarize_stats(_images.read_stats(rdir, 'dump'), page_size=page_size)
+        stats = images_mod.summarize_stats(images_mod.read_stats(rdir, 'dump'), page_size=page_size)
         try:
-            manifest = _images.create_manifest(rdir, 'predump', identity, criu_version, parent=parent,
-                                               checksums=checksums)
+            manifest = images_mod.create_manifest(rdir, 'predump', ctx['identity'], ctx['criu_version'],
+                                                  parent=parent, checksums=checksums)
         except (IOError, OSError) as e:
             raise HaulError('manifest', 'cannot write the manifest of %s: %s' % (rdir, e), rounds=rounds)
         rnd = dict(stats)
@@ -209,16 +220,75 @@ def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=
                    log_path=res['log_path'],
                    bytes=sum(f.get('size', 0) for f in manifest['files'].values()))
         rnd.setdefault('pages_written', 0)
-        if hint is not None:
-            rnd['transfer_bytes_per_s'] = hint
+        if ctx['hint'] is not None:
+            rnd['transfer_bytes_per_s'] = ctx['hint']
+        if after_round is not None:
+            rnd.update(after_round(rnd) or {})
         decision = policy.decide(rounds + [rnd])
         rnd['predicted_freeze_ms'] = decision['predicted_freeze_ms']
         rounds.append(rnd)
         if decision['stop']:
             break
+    return {'rounds': rounds, 'last_images': rounds[-1]['images_dir'], 'stop_reason': decision['reason'],
+            'stop_rule': decision['rule'], 'predicted_freeze_ms': decision['predicted_freeze_ms'],
+            'duration': round(time.time() - start, 3), 'bytes': sum(r['bytes'] for r in rounds)}
 
-    result.update(rounds=rounds, last_images=rounds[-1]['images_dir'], stop_reason=decision['reason'],
-                  stop_rule=decision['rule'], predicted_freeze_ms=decision['predicted_freeze_ms'],
-                  duration=round(time.time() - start, 3), bytes=sum(r['bytes'] for r in rounds),
-                  log_path=rounds[-1]['log_path'])
+
+def run_rounds(params, check_mode=False, diff=False, pycriu_mod=None, page_size=None):
+    """The criu_predump module's logic. ``params`` are the module's parameters. Returns the result dict."""
+    images_dir = os.path.abspath(params['images_dir'])
+    ctx = prepare(params, images_dir, pycriu_mod=pycriu_mod, page_size=page_size)
+    target = ctx['target']
+    result = {'changed': True, 'images_dir': images_dir, 'criu_version': ctx['criu_version'], 'name': ctx['name'],
+              'pid': target['pid'], 'cgroup': target['cgroup_path'], 'root': ctx['root']}
+    # Pre-copy always changes something: the container moves on between two runs.
+    if diff:
+        result['diff'] = {'before': {'rounds': len(ctx['old_rounds'])},
+                          'after': {'rounds': '1..%d' % ctx['policy'].max_rounds}}
+    if check_mode:
+        result.update(rounds=[], last_images=None, stop_reason=None, stop_rule=None, predicted_freeze_ms=None)
+        return result
+    result.update(iterate(ctx))
+    result['log_path'] = result['rounds'][-1]['log_path']
     return result
+
+
+def prepare_handoff(params, images_dir, pycriu_mod=None):
+    """Pre-copy inside a handoff, part 1: every check of :func:`prepare`, nothing touched.
+
+    Called before the handoff even connects to the destination, so that a kernel without dirty
+    tracking fails at once. ``params`` are the handoff's (the container options and ``precopy``:
+    the policy's settings). The rounds go to ``_images.precopy_dir(images_dir)``.
+    """
+    from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
+    pc = dict(params.get('precopy') or {})
+    pparams = dict(params)
+    pparams.update(max_rounds=pc.get('max_rounds', 8), min_pages=pc.get('min_pages', 64),
+                   growth=pc.get('growth', 0.10), max_downtime_ms=pc.get('max_downtime_ms', 300),
+                   pre_dump_mode=pc.get('pre_dump_mode') or 'splice', page_server=None,
+                   transfer_bytes_per_s=None, checksum='none')
+    return prepare(pparams, _images.precopy_dir(images_dir), pycriu_mod=pycriu_mod)
+
+
+def send_rounds(ctx, sync_fn):
+    """Pre-copy inside a handoff, part 2: the rounds of :func:`prepare_handoff`, each one sent on.
+
+    ``sync_fn(round_dir)`` sends (at least) that round to the same place under the destination's
+    pre-copy directory and returns the transfer's result (``bytes_sent``, ``duration_s``); the rate of that
+    transfer is what the downtime rule of the policy uses. Returns :func:`iterate`'s result plus
+    ``parent_images`` (the last round: the parent of the final dump) and ``bytes_sent``. The
+    container keeps running.
+    """
+    def after_round(rnd):
+        t = time.time()
+        sent = sync_fn(rnd['images_dir']) or {}
+        took = max(sent.get('duration_s') or (time.time() - t), 1e-6)
+        out = {'bytes_sent': int(sent.get('bytes_sent') or 0), 'sync_ms': int(round(took * 1000))}
+        if rnd.get('bytes'):
+            out['transfer_bytes_per_s'] = int(rnd['bytes'] / took)
+        return out
+
+    res = iterate(ctx, after_round=after_round)
+    res['parent_images'] = res['last_images']
+    res['bytes_sent'] = sum(r.get('bytes_sent', 0) for r in res['rounds'])
+    return res

@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import json
 import os
 import re
@@ -142,10 +143,31 @@ _SSH_FORMATS = dict(
     connect_timeout=ArgFormat.as_ssh_option('ConnectTimeout'),
     server_alive_interval=ArgFormat.as_ssh_option('ServerAliveInterval'),
     server_alive_count_max=ArgFormat.as_ssh_option('ServerAliveCountMax'),
+    ciphers=ArgFormat.as_ssh_option('Ciphers'),
 )
 # user options first: ssh keeps the first value it gets for each option, so they win
 _SSH_ORDER = ('options', 'key', 'port', 'batch_mode', 'strict_host_key_checking', 'connect_timeout',
-              'server_alive_interval', 'server_alive_count_max')
+              'server_alive_interval', 'server_alive_count_max', 'ciphers')
+
+# With AES instructions, AES-GCM runs about twice as fast as ssh's default chacha20-poly1305
+# (measured on the lab: 720 vs 364 MiB/s through ssh, 428 vs 214 MiB/s through rsync). Every
+# OpenSSH since 6.2 has both; chacha20 stays in the list, so nothing is refused.
+AES_CIPHERS = ('aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,'
+               'aes128-ctr,aes192-ctr,aes256-ctr')
+
+
+def preferred_ciphers(cpuinfo='/proc/cpuinfo'):
+    """The ``Ciphers`` list to ask for: AES-GCM first when this CPU has AES instructions
+    (the ``aes`` flag on x86, the ``aes`` feature on arm64), else None (ssh's default)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _sep, value = line.partition(':')
+                if key.strip() in ('flags', 'Features') and 'aes' in value.split():
+                    return AES_CIPHERS
+    except (IOError, OSError):
+        pass
+    return None
 
 
 class SshTarget(object):
@@ -162,11 +184,13 @@ class SshTarget(object):
     :param connect_timeout: ``ConnectTimeout`` in seconds.
     :param server_alive_interval: ``ServerAliveInterval`` (with ``ServerAliveCountMax=3``), so a
         host that dies during a transfer is noticed.
+    :param ciphers: ``Ciphers`` list; ``auto`` (the default): :func:`preferred_ciphers`; None:
+        ssh's default. A ``Ciphers=`` in ``options`` wins.
     """
 
     def __init__(self, host, user='root', port=None, key=None, options=None, batch_mode=True,
                  strict_host_key_checking='accept-new', connect_timeout=10, server_alive_interval=5,
-                 ssh_bin='ssh'):
+                 ssh_bin='ssh', ciphers='auto'):
         if not host:
             raise HaulError('sync', 'no destination host given')
         for opt in options or []:
@@ -182,6 +206,7 @@ class SshTarget(object):
         self.connect_timeout = connect_timeout
         self.server_alive_interval = server_alive_interval
         self.ssh_bin = ssh_bin
+        self.ciphers = preferred_ciphers() if ciphers == 'auto' else ciphers
         self._builder = CmdBuilder(ssh_bin, _SSH_FORMATS, _SSH_ORDER)
 
     @property
@@ -208,6 +233,7 @@ class SshTarget(object):
             connect_timeout=self.connect_timeout,
             server_alive_interval=self.server_alive_interval,
             server_alive_count_max=3 if self.server_alive_interval else None,
+            ciphers=self.ciphers,
         )
 
     def rsh(self):
@@ -469,6 +495,94 @@ class RsyncRunner(object):
 
 
 # ---------------------------------------------------------------------------------------------
+# the root filesystem's last changes, inside a freeze
+# ---------------------------------------------------------------------------------------------
+
+# An entry whose ctime or mtime is this close to (or after) the moment its state was recorded
+# may change again within the same timestamp tick without any visible change of its stat: such
+# a tree is never called unchanged (the "racy" case of git's index).
+RACY_S = 1.0
+
+
+def tree_state(root):
+    """``{relative path: stat tuple}`` of ``root`` and everything below it (lstat, no symlink
+    followed; ``.`` is ``root`` itself), or None when the walk fails (a vanished entry, an
+    unreadable directory).
+
+    The tuple holds every field a change of the entry moves: type and mode, inode, device,
+    links, owner, size, mtime and ctime (in ns; a change of content, of metadata, of xattrs or a
+    rename moves ctime, which a process cannot set back), and rdev.
+    """
+    def entry(st):
+        return (st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+                st.st_mtime_ns, st.st_ctime_ns, st.st_rdev)
+
+    try:
+        state = {'.': entry(os.lstat(root))}
+        todo = ['']
+        while todo:
+            rel = todo.pop()
+            for de in os.scandir(os.path.join(root, rel) if rel else root):
+                name = os.path.join(rel, de.name) if rel else de.name
+                st = de.stat(follow_symlinks=False)
+                state[name] = entry(st)
+                if de.is_dir(follow_symlinks=False):
+                    todo.append(name)
+    except (IOError, OSError):
+        return None
+    return state
+
+
+def racy(state, since, racy_s=RACY_S):
+    """Whether an entry of ``state`` was changed less than ``racy_s`` before ``since`` (epoch s), or later."""
+    limit = int((since - racy_s) * 1e9)
+    return any(st[7] >= limit or st[8] >= limit for st in state.values())
+
+
+class RootfsDelta(object):
+    """The root filesystem's last changes, sent inside a freeze only when there are any.
+
+    :meth:`presync` (before the freeze, the container running) records the state of every
+    entry of ``src`` (:func:`tree_state`) and then rsyncs ``src`` to ``dest``. When the tree is
+    found unchanged in the freeze, with no entry changed within :data:`RACY_S` of that record,
+    the destination holds exactly the frozen tree (the rsync ran after the record, and nothing
+    changed since), so :meth:`sync` sends nothing: it costs a local walk instead of an rsync
+    (two processes, an SSH channel and rsync's own 20 ms waits for its children, about 50 ms
+    even for nothing to send). Any change, or any doubt, and :meth:`sync` runs the rsync as
+    before. Like rsync's own quick check, it assumes nothing else writes the destination's copy.
+    """
+
+    def __init__(self, rsync, src, dest, clock=time.time, state_fn=tree_state):
+        self.rsync = rsync
+        self.src = src
+        self.dest = dest
+        self.clock = clock
+        self.state_fn = state_fn
+        self.before = None
+
+    def presync(self, **kwargs):
+        """Record the tree, then rsync it (``kwargs`` go to :meth:`RsyncRunner.sync`); returns its result."""
+        taken = self.clock()
+        state = self.state_fn(self.src)
+        res = self.rsync.sync(self.src, self.dest, **kwargs)
+        self.before = state if state is not None and not racy(state, taken) else None
+        return res
+
+    def unchanged(self):
+        """Whether the tree is as :meth:`presync` recorded it (False when nothing was recorded)."""
+        return self.before is not None and self.state_fn(self.src) == self.before
+
+    def sync(self, **kwargs):
+        """Inside the freeze: nothing when :meth:`unchanged`, else the rsync (``kwargs`` as for it)."""
+        start = self.clock()
+        if self.unchanged():
+            return dict(parse_stats(''), changed=False, changes=0, itemized=[], skipped='unchanged since the pre-sync',
+                        duration_s=round(self.clock() - start, 3), src=self.src,
+                        dest=self.rsync.target.rsync_dest(self.dest), dry_run=False)
+        return self.rsync.sync(self.src, self.dest, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
 # manifest verification (runs on the receiving side)
 # ---------------------------------------------------------------------------------------------
 
@@ -577,3 +691,104 @@ def verify_manifest_remote(run_command, target, dest, name=MANIFEST, python='pyt
         raise HaulError('verify', 'images on %s:%s do not match %s: %s' % (target.host, dest, name, problems),
                         verification=res)
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# link rate probe
+# ---------------------------------------------------------------------------------------------
+
+PROBE_BLOCK = 1048576
+DEFAULT_PROBE_BYTES = 64 * PROBE_BLOCK
+MAX_PROBE_BYTES = 1024 * PROBE_BLOCK
+# What the destination runs: dd reports the bytes it read and for how long, from its own start,
+# so the SSH connection set-up (about 0.1 s on a LAN) is not counted as transfer time.
+PROBE_REMOTE = ['env', 'LC_ALL=C', 'dd', 'of=/dev/null', 'bs=%d' % PROBE_BLOCK]
+_DD_STATS = re.compile(r'^(\d+) bytes\b.*copied, ([0-9.]+(?:[eE][-+]?\d+)?) s', re.MULTILINE)
+
+
+def probe_payload(nbytes, block=PROBE_BLOCK, urandom=os.urandom):
+    """``nbytes`` of data that does not compress: one random block of ``block`` bytes, repeated.
+
+    A repeat further apart than zlib's 32 KiB window gives SSH compression (when an operator
+    turns it on) nothing to gain, and it costs one urandom block, not ``nbytes``.
+    """
+    if nbytes <= 0:
+        raise ValueError('nbytes must be positive')
+    unit = urandom(min(block, nbytes))
+    whole, rest = divmod(nbytes, len(unit))
+    return unit * whole + unit[:rest]
+
+
+def parse_dd_stats(text):
+    """(bytes, seconds) from the summary dd prints on stderr (C locale), or None."""
+    m = None
+    for m in _DD_STATS.finditer(text or ''):
+        pass
+    if not m:
+        return None
+    return int(m.group(1)), float(m.group(2))
+
+
+def link_rate(nbytes, seconds):
+    """Bytes per second for ``nbytes`` moved in ``seconds``, as an int; None when ``seconds`` <= 0."""
+    if nbytes < 0:
+        raise ValueError('nbytes must be >= 0')
+    if not seconds or seconds <= 0:
+        return None
+    return int(round(nbytes / float(seconds)))
+
+
+def probe_link(target, run_command, nbytes=DEFAULT_PROBE_BYTES, clock=time.time, urandom=os.urandom):
+    """Measure the rate at which this host moves bytes to ``target`` over SSH.
+
+    Pipes ``nbytes`` of incompressible data (:func:`probe_payload`) through
+    ``ssh TARGET 'env LC_ALL=C dd of=/dev/null bs=1M'``: the data goes through the same SSH
+    (cipher, key, options) as the images of a migration, and lands nowhere on the destination.
+    The transfer time is the one dd reports on the destination (from its start to the end of
+    its input), so that the SSH handshake does not count; when dd's summary cannot be read,
+    it is the local wall-clock time of the whole command (handshake included: a lower rate).
+
+    Returns ``{'link_bytes_s', 'bytes', 'seconds', 'duration_s', 'timed_by'}`` (``timed_by``:
+    ``dd`` or ``local``). Raises HaulError('probe', ...) when the destination cannot be
+    reached, or when fewer bytes arrived than were sent.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0 or nbytes > MAX_PROBE_BYTES:
+        raise HaulError('probe', 'the probe size must be between 1 and %d bytes, not %r' % (MAX_PROBE_BYTES, nbytes))
+    payload = probe_payload(nbytes, urandom=urandom)
+    argv = target.remote_argv(PROBE_REMOTE)
+    start = clock()
+    try:
+        rc, _out, err = run_command(argv, data=payload, binary_data=True, environ_update=dict(C_LOCALE),
+                                    handle_exceptions=False)
+    except (IOError, OSError) as e:
+        if e.errno != errno.EPIPE:
+            raise HaulError('probe', 'cannot run ssh to %s: %s' % (target.host, e.strerror or e))
+        # ssh exited before it read all the data (no login, say): ask it again without data, for its error
+        rc, _out, err = run_command(target.remote_argv(['true']), environ_update=dict(C_LOCALE))
+        if rc == 0:
+            raise HaulError('probe', 'the connection to %s broke during the probe (broken pipe)' % target.host)
+    duration = clock() - start
+    if rc != 0:
+        if rc == 127 or 'dd: not found' in (err or '') or 'dd: command not found' in (err or ''):
+            cause = 'dd is not installed on %s (%s)' % (target.host, _key_line(_tail(err)) or 'rc %s' % rc)
+        else:
+            cause = explain_rsync_failure(rc, err, target.host).replace('rsync exit', 'ssh exit')
+        raise HaulError('probe', cause, rc=rc, stderr_tail=_tail(err))
+    stats = parse_dd_stats(err)
+    if stats is not None and stats[0] != nbytes:
+        raise HaulError('probe', 'only %d of the %d bytes sent arrived on %s' % (stats[0], nbytes, target.host),
+                        stderr_tail=_tail(err))
+    if stats is not None and stats[1] > 0:
+        seconds, timed_by = stats[1], 'dd'
+    else:
+        seconds, timed_by = duration, 'local'
+    rate = link_rate(nbytes, seconds)
+    if rate is None:
+        raise HaulError('probe', 'the probe of %s took no measurable time' % target.host)
+    return {
+        'link_bytes_s': rate,
+        'bytes': nbytes,
+        'seconds': round(seconds, 6),
+        'duration_s': round(duration, 3),
+        'timed_by': timed_by,
+    }

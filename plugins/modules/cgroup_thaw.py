@@ -24,34 +24,6 @@ description:
 author:
   - haul.live developers (@haul-live)
 options:
-  cgroup:
-    description:
-      - The cgroup to thaw.
-      - Either a path relative to the root of the hierarchy, such as V(haul/ct1) or V(/haul/ct1)
-        (the form of C(/proc/PID/cgroup)), or an absolute path below a cgroup mount point, such
-        as V(/sys/fs/cgroup/unified/haul/ct1). An absolute path selects its hierarchy.
-      - Exactly one of O(cgroup) and O(pid) is required.
-    type: str
-  pid:
-    description:
-      - A process of the container, in the pid namespace of the host the module runs on.
-      - Its cgroup is read from C(/proc/PID/cgroup) (the C(0::) line for cgroup v2, the
-        C(freezer) line for cgroup v1).
-    type: int
-  version:
-    description:
-      - Which freezer to use.
-      - V(auto) uses cgroup v2 when it has a freezer and the cgroup exists there, else the v1
-        freezer. On a hybrid host it also thaws the same cgroup in the other hierarchy when that
-        one is frozen, so that the processes really run again.
-    type: str
-    choices: [auto, v1, v2]
-    default: auto
-  timeout:
-    description:
-      - Seconds to wait for the cgroup to be thawed.
-    type: float
-    default: 10
   sigcont:
     description:
       - After thawing, send C(SIGCONT) to every process of the cgroup that is stopped (state C(T)).
@@ -60,6 +32,7 @@ options:
     default: false
 extends_documentation_fragment:
   - haul.live.attributes
+  - haul.live.freezer
 attributes:
   check_mode:
     support: full
@@ -143,20 +116,16 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._cgroup import (
-    VERSIONS, from_params, sigcont_tree, stopped_pids)
+    FREEZER_RULES, freezer_argspec, from_params, sigcont_tree, stopped_pids)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            cgroup=dict(type='str'),
-            pid=dict(type='int'),
-            version=dict(type='str', choices=list(VERSIONS), default='auto'),
-            timeout=dict(type='float', default=10),
+            freezer_argspec(),
             sigcont=dict(type='bool', default=False),
         ),
-        mutually_exclusive=[('cgroup', 'pid')],
-        required_one_of=[('cgroup', 'pid')],
+        **FREEZER_RULES,
         supports_check_mode=True,
     )
     p = module.params

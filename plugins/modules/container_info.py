@@ -18,7 +18,8 @@ description:
   - "A container is a child cgroup of the parent cgroup O(parent) (below the cgroup2 root)
     whose processes include the init of a pid namespace: C(NSpid) in C(/proc/PID/status) has
     more than one entry and ends in C(1). Its name is the name of that child cgroup."
-  - Never changes anything.
+  - Never changes anything, except when O(dirty_rate_ms) measures a dirty rate on a kernel that
+    tracks dirty memory; see O(dirty_rate_ms).
 author:
   - haul.live developers (@haul-live)
 options:
@@ -30,17 +31,45 @@ options:
     description: Only these containers. Names that are not found are listed in RV(missing).
     type: list
     elements: str
+  dirty_rate_ms:
+    description:
+      - Measure how fast each container dirties its memory (RV(containers[].dirty_rate_bytes_s)),
+        over this many milliseconds (at most 60000). V(0) measures nothing.
+      - "How: with the kernel's soft-dirty tracking (C(CONFIG_MEM_SOFT_DIRTY)), the way CRIU's
+        pre-dump finds what changed. It writes C(4) to C(/proc/PID/clear_refs) of every process of
+        the container, waits, then counts the present or swapped pages of their writable private
+        mappings whose soft-dirty bit (bit 55 of C(/proc/PID/pagemap)) is set. The rate is the sum
+        over the processes. Only the pagemap is read, never the memory itself."
+      - Clearing the soft-dirty bits is the only state it changes (it reports RV(ignore:changed=false)).
+        Nothing uses them outside a pre-copy migration, whose own pre-dumps clear them too; do not
+        measure a container while one of its pre-copy migrations runs.
+      - Needs O(dirty_tracking). Without dirty tracking nothing is cleared or read, and the rate
+        is null with a reason naming C(CONFIG_MEM_SOFT_DIRTY), never a made-up number. Before it
+        measures, the module also checks on one page of its own that the kernel really sets the
+        bit.
+    type: int
+    default: 0
+  dirty_tracking:
+    description:
+      - Whether this host's kernel tracks dirty memory, as M(haul.live.criu_check) reports it
+        (C(haul_criu.precopy_possible), or C(haul_criu.features.mem_dirty_track)).
+      - Required when O(dirty_rate_ms) is above V(0).
+    type: bool
 extends_documentation_fragment:
   - haul.live.attributes
 attributes:
   check_mode:
     support: full
+    details:
+      - In check mode O(dirty_rate_ms) measures nothing (it would clear soft-dirty bits); the rate
+        is null and its reason says so, or names C(CONFIG_MEM_SOFT_DIRTY) when O(dirty_tracking=false).
   diff_mode:
     support: none
   idempotent:
     support: full
 notes:
-  - Run it as root. It reads C(/proc) and the cgroup filesystems only.
+  - Run it as root. It reads C(/proc) and the cgroup filesystems only (and, with O(dirty_rate_ms),
+    writes C(/proc/PID/clear_refs)).
 seealso:
   - module: haul.live.criu_dump
 '''
@@ -58,6 +87,21 @@ EXAMPLES = r'''
   haul.live.container_info:
     names: [web1, db1]
   register: two
+
+- name: Read what the kernel can do
+  haul.live.criu_check:
+  register: check
+
+- name: Measure how fast web1 dirties its memory, over one second
+  haul.live.container_info:
+    names: [web1]
+    dirty_rate_ms: 1000
+    dirty_tracking: "{{ check.ansible_facts.haul_criu.precopy_possible }}"
+  register: web1
+
+- name: Show the rate, or why there is none
+  ansible.builtin.debug:
+    msg: "{{ web1.containers[0].dirty_rate_bytes_s }} B/s ({{ web1.containers[0].dirty_rate_reason }})"
 '''
 
 RETURN = r'''
@@ -103,6 +147,25 @@ containers:
       description: Its root directory on this host, or null when it cannot be told.
       type: str
       sample: /var/lib/haul/containers/web1/rootfs
+    dirty_rate_bytes_s:
+      description:
+        - Bytes per second its processes dirtied during O(dirty_rate_ms), summed over them; null
+          when it was not measured (RV(containers[].dirty_rate_reason) says why).
+      returned: when O(dirty_rate_ms) is above V(0)
+      type: int
+      sample: 1048576
+    dirty_rate_reason:
+      description: How the rate was measured, or why there is none.
+      returned: when O(dirty_rate_ms) is above V(0)
+      type: str
+      sample: >-
+        not measured: the kernel does not track dirty memory (it has no CONFIG_MEM_SOFT_DIRTY), so the
+        soft-dirty bits of /proc/PID/pagemap never show what the container writes
+    dirty_pages:
+      description: The soft-dirty pages counted, or null when not measured.
+      returned: when O(dirty_rate_ms) is above V(0)
+      type: int
+      sample: 256
 missing:
   description: Names asked for in O(names) that were not found.
   returned: always
@@ -112,7 +175,31 @@ missing:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._discovery import list_containers
+from ansible_collections.haul.live.plugins.module_utils._discovery import (
+    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, list_containers, measure_dirty_rates)
+
+NOT_IN_CHECK_MODE = 'not measured in check mode: measuring clears the soft-dirty bits of the processes'
+
+
+def dirty_rates(module, found):
+    """Add dirty_rate_bytes_s, dirty_rate_reason and dirty_pages to each container of ``found``."""
+    p = module.params
+    if p['dirty_rate_ms'] < 0 or p['dirty_rate_ms'] > MAX_DIRTY_INTERVAL_MS:
+        raise HaulError('dirty_rate', 'dirty_rate_ms must be between 0 and %d, not %d'
+                        % (MAX_DIRTY_INTERVAL_MS, p['dirty_rate_ms']))
+    if not p['dirty_rate_ms']:
+        return
+    if p['dirty_tracking'] is None:
+        raise HaulError('dirty_rate', 'dirty_rate_ms needs dirty_tracking: say whether this kernel tracks dirty '
+                        'memory, from criu_check (haul_criu.precopy_possible)')
+    if not p['dirty_tracking'] or module.check_mode:
+        reason = NOT_IN_CHECK_MODE if p['dirty_tracking'] else NO_DIRTY_TRACKING
+        rates = dict((c['name'], dict(dirty_rate_bytes_s=None, dirty_rate_reason=reason, dirty_pages=None))
+                     for c in found)
+    else:
+        rates = measure_dirty_rates(dict((c['name'], c['pids']) for c in found), p['dirty_rate_ms'], True)
+    for c in found:
+        c.update(rates[c['name']])
 
 
 def main():
@@ -120,12 +207,17 @@ def main():
         argument_spec=dict(
             parent=dict(type='str', default='haul'),
             names=dict(type='list', elements='str'),
+            dirty_rate_ms=dict(type='int', default=0),
+            dirty_tracking=dict(type='bool'),
         ),
         supports_check_mode=True,
     )
     names = module.params['names']
     try:
-        found = list_containers(module.params['parent'], names)
+        found = list_containers(module.params['parent'], names, with_pids=bool(module.params['dirty_rate_ms']))
+        dirty_rates(module, found)
+        for c in found:
+            c.pop('pids', None)
     except HaulError as e:
         fail(module, e)
     have = set(c['name'] for c in found)

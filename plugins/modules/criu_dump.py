@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.container
+  - haul.live.page_server
 attributes:
   check_mode:
     support: full
@@ -83,37 +84,6 @@ options:
         again). A relative path is relative to O(images_dir), as CRIU wants it.
       - Needs a kernel with memory dirty tracking; see M(haul.live.criu_check).
     type: path
-  page_server:
-    description:
-      - Send the memory pages to a CRIU page server instead of the images directory. The pages then end up
-        in the page server's directory, and C(pages-*.img) are not in this directory's manifest.
-    type: dict
-    suboptions:
-      host:
-        description: Address of the page server.
-        type: str
-        required: true
-      port:
-        description: TCP port of the page server.
-        type: int
-        required: true
-      tls:
-        description: Use TLS towards the page server.
-        type: bool
-        default: false
-      tls_cacert:
-        description: CA certificate to verify the page server with.
-        type: path
-      tls_cert:
-        description: Client certificate.
-        type: path
-      tls_key:
-        description: Key of the client certificate.
-        type: path
-      tls_no_cn_verify:
-        description: Do not check the page server's certificate CN.
-        type: bool
-        default: false
   # --- post-copy (issue 5): lazy mode
   lazy:
     description:
@@ -123,8 +93,11 @@ options:
       - The container stays frozen (held by CRIU) while its pages are served; once the destination has them all,
         CRIU kills it. Once the destination has resumed, the source never resumes; if the transfer breaks after
         that, the container is lost (see M(haul.live.lazy_pages)).
-      - O(hold), O(page_server) and O(parent_images) do not apply. C(stats) are not returned (CRIU writes them at the
-        end, with a meaningless C(frozen_time)).
+      - O(hold) and O(page_server) do not apply. C(stats) are not returned (CRIU writes them at the end, with a
+        meaningless C(frozen_time)).
+      - With O(parent_images) (the last pre-copy round, already on the destination) it is the final dump of a
+        hybrid migration - only the pages changed since that round are served lazily; the destination restores
+        the others from the rounds.
       - The destination runs M(haul.live.lazy_pages) against this page server, then
         M(haul.live.criu_restore) with O(haul.live.criu_restore#module:lazy_pages=true).
     type: dict
@@ -339,7 +312,7 @@ security:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container
+from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy  # post-copy (issue 5)
 
 
@@ -347,19 +320,11 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             container_argspec(),
+            **page_server_argspec(),
             images_dir=dict(type='path', required=True),
             hold=dict(type='str', choices=['frozen', 'stopped', 'running'], default='frozen'),
             freezer=dict(type='str', choices=['auto', 'v1', 'v2'], default='auto'),
             parent_images=dict(type='path'),
-            page_server=dict(type='dict', options=dict(
-                host=dict(type='str', required=True),
-                port=dict(type='int', required=True),
-                tls=dict(type='bool', default=False),
-                tls_cacert=dict(type='path'),
-                tls_cert=dict(type='path'),
-                tls_key=dict(type='path'),
-                tls_no_cn_verify=dict(type='bool', default=False),
-            ), required_together=[['tls_cert', 'tls_key']]),
             # --- post-copy (issue 5)
             lazy=dict(type='dict', options=dict(
                 address=dict(type='str', required=True),
@@ -376,7 +341,7 @@ def main():
             force=dict(type='bool', default=False),
         ),
         required_one_of=[['cgroup', 'pid']],
-        mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server'], ['lazy', 'parent_images']],
+        mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server']],
         supports_check_mode=True,
     )
     try:

@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.container
+  - haul.live.page_server
 attributes:
   check_mode:
     support: full
@@ -58,37 +59,6 @@ options:
     type: str
     choices: [splice, read]
     default: splice
-  page_server:
-    description:
-      - Send each round's pages to a CRIU page server (on the destination) instead of the round's directory.
-      - The page server must serve each round in turn, in a directory whose parent is the previous round's.
-    type: dict
-    suboptions:
-      host:
-        description: Address of the page server.
-        type: str
-        required: true
-      port:
-        description: TCP port of the page server.
-        type: int
-        required: true
-      tls:
-        description: Use TLS towards the page server.
-        type: bool
-        default: false
-      tls_cacert:
-        description: CA certificate to verify the page server with.
-        type: path
-      tls_cert:
-        description: Client certificate.
-        type: path
-      tls_key:
-        description: Key of the client certificate.
-        type: path
-      tls_no_cn_verify:
-        description: Do not check the page server's certificate CN.
-        type: bool
-        default: false
   max_rounds:
     description: Stop after this many rounds (C(haul_precopy_max_rounds)).
     type: int
@@ -260,7 +230,7 @@ failed_step:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec
+from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._precopy import run_rounds
 
@@ -269,17 +239,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             container_argspec(),
+            **page_server_argspec(),
             images_dir=dict(type='path', required=True),
             pre_dump_mode=dict(type='str', choices=['splice', 'read'], default='splice'),
-            page_server=dict(type='dict', options=dict(
-                host=dict(type='str', required=True),
-                port=dict(type='int', required=True),
-                tls=dict(type='bool', default=False),
-                tls_cacert=dict(type='path'),
-                tls_cert=dict(type='path'),
-                tls_key=dict(type='path'),
-                tls_no_cn_verify=dict(type='bool', default=False),
-            ), required_together=[['tls_cert', 'tls_key']]),
             max_rounds=dict(type='int', default=8),
             min_pages=dict(type='int', default=64),
             growth=dict(type='float', default=0.10),

@@ -14,7 +14,7 @@ module: handoff
 short_description: Move a container to another host in one critical section, with rollback
 version_added: 0.1.0
 description:
-  - Runs on the source host. Drives the whole critical section of a stop-and-copy migration
+  - Runs on the source host. Drives the whole critical section of a migration
     directly between the two hosts, so that the time the container is frozen holds no Ansible
     round trip - freeze and dump (M(haul.live.criu_dump)), rsync of the images and of the root
     filesystem's last changes (M(haul.live.image_sync)), restore on the destination, confirm.
@@ -127,6 +127,45 @@ options:
         description: Seconds to wait for the page server to be ready.
         type: int
         default: 60
+  precopy:
+    description:
+      - Pre-copy. Before the freeze, pre-dump rounds copy the container's memory while it keeps running. Each
+        round goes to C(<images_dir>.precopy/round-N) here and is sent at once to the same place on the
+        destination, and the measured rate of that transfer feeds the convergence rule. Inside the freeze the
+        final dump writes only the pages changed since the last round (its parent).
+      - Rounds stop at O(precopy.max_rounds), at a round of O(precopy.min_pages) pages or fewer, at a round
+        more than O(precopy.growth) larger than the one before, or when the predicted freeze (the last round's
+        pages divided by the measured transfer rate) is within O(precopy.max_downtime_ms).
+        docs/strategies.md explains the rule.
+      - With O(lazy) too, the strategy is hybrid - the rounds, then a lazy final dump whose pages the
+        destination fetches after it resumed the container (post-copy of what the rounds left).
+      - Needs memory dirty tracking (a kernel with CONFIG_MEM_SOFT_DIRTY) here. Without it the module fails
+        before any freeze, naming the option, and the container keeps running.
+      - The destination's images directory must have the same name as O(images_dir) (the final dump's parent
+        link is relative).
+    type: dict
+    suboptions:
+      max_rounds:
+        description: Stop after this many rounds.
+        type: int
+        default: 8
+      min_pages:
+        description: Stop after a round that wrote this many pages or fewer.
+        type: int
+        default: 64
+      growth:
+        description: Stop after a round that wrote more than this fraction more pages than the round before.
+        type: float
+        default: 0.10
+      max_downtime_ms:
+        description: Stop when the predicted freeze is within this many milliseconds.
+        type: int
+        default: 300
+      pre_dump_mode:
+        description: How CRIU reads memory in a round - V(splice) (vmsplice, the default) or V(read) (process_vm_readv).
+        type: str
+        choices: [splice, read]
+        default: splice
   keep_images:
     description: Keep the source's images after a successful migration (for debugging).
     type: bool
@@ -181,6 +220,19 @@ EXAMPLES = r'''
   poll: 1
   register: moved
 
+- name: Move web1 with pre-copy rounds first (needs CONFIG_MEM_SOFT_DIRTY on node1)
+  haul.live.handoff:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1
+    handoff_id: "20261125-2"
+    dest_host: 198.18.0.12
+    ssh_key: /root/.ssh/haul-run
+    precopy:
+      max_rounds: 8
+      max_downtime_ms: 300
+  delegate_to: node1
+  register: moved
+
 - name: Show how long web1 was frozen
   ansible.builtin.debug:
     msg: "{{ moved.frozen_ms }} ms"
@@ -209,6 +261,7 @@ timings_ms:
   description:
     - C(prepare), C(dump), C(sync), C(restore), C(resume), C(frozen) and C(total), in milliseconds.
     - C(pages), for post-copy - from the resume until every page had moved.
+    - C(precopy), for pre-copy - the rounds before the freeze.
   returned: success
   type: dict
 bytes_images:
@@ -216,7 +269,9 @@ bytes_images:
   returned: success
   type: int
 bytes_sent:
-  description: Bytes sent - rsync (images and root filesystem delta) and, for post-copy, the memory pages.
+  description:
+    - Bytes sent - rsync (images and root filesystem delta), for pre-copy the rounds, and for post-copy the memory
+      pages.
   returned: success
   type: int
 bytes_pages:
@@ -232,9 +287,17 @@ restore_stats:
   returned: success
   type: dict
 strategy:
-  description: V(stopcopy), or V(postcopy) with O(lazy).
+  description: V(stopcopy); V(postcopy) with O(lazy); V(precopy) with O(precopy); V(hybrid) with both.
   returned: success
   type: str
+precopy:
+  description:
+    - With O(precopy), the rounds - for each C(round), C(pages_written), C(pages_skipped_parent), C(bytes),
+      C(bytes_sent), C(sync_ms), C(transfer_bytes_per_s) and C(predicted_freeze_ms) - and C(stop_rule),
+      C(stop_reason) and C(predicted_freeze_ms) (why the rounds stopped).
+    - V(null) without O(precopy).
+  returned: success
+  type: dict
 security:
   description: "How the memory travelled - V(ssh) (stop-and-copy), V(tls) or V(plaintext (tls: false)) (post-copy)."
   returned: success
@@ -250,7 +313,9 @@ source_state:
   returned: failure
   type: str
 failed_step:
-  description: On failure, the step that failed (connect, dump, sync, restore, commit, confirm, transfer, interrupted).
+  description:
+    - On failure, the step that failed (connect, predump, dump, sync, restore, commit, confirm, transfer,
+      interrupted).
   returned: failure
   type: str
 log_tail:
@@ -261,7 +326,7 @@ log_tail:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy, _transport
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy, _precopy, _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
@@ -295,6 +360,13 @@ def main():
                 tls_no_cn_verify=dict(type='bool', default=False),
                 ready_timeout=dict(type='int', default=60),
             ), required_together=[['tls_cert', 'tls_key']]),
+            precopy=dict(type='dict', options=dict(
+                max_rounds=dict(type='int', default=8),
+                min_pages=dict(type='int', default=64),
+                growth=dict(type='float', default=0.10),
+                max_downtime_ms=dict(type='int', default=300),
+                pre_dump_mode=dict(type='str', default='splice', choices=['splice', 'read']),
+            )),
             keep_images=dict(type='bool', default=False),
         ),
         required_one_of=[['cgroup', 'pid']],
@@ -314,7 +386,7 @@ def main():
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
         result = send_container(p, module.run_command, dump_lazy if p['lazy'] else dump_container,
-                                _cgroup, _images, _transport, _postcopy)
+                                _cgroup, _images, _transport, _postcopy, _precopy)
     except HaulError as e:
         fail(module, e)
     module.exit_json(**result)

@@ -24,22 +24,26 @@ description:
   - With O(verify=true), the receiving side checks every file listed in the images directory's
     C(manifest.json) (size and SHA-256) after the copy.
   - With nothing to send, it reports RV(ignore:changed=false).
+  - With O(probe_bytes), it copies nothing and measures the link instead - the rate at which this
+    host moves bytes to O(dest_host) over the same SSH as a copy (RV(link_bytes_s)), for the
+    strategy C(auto) (see C(docs/strategies.md)).
 author:
   - haul.live developers (@haul-live)
 requirements:
   - rsync and ssh on the source host; rsync, and python3 when O(verify=true), on the destination host.
+  - For O(probe_bytes) - ssh on the source host, C(dd) on the destination host.
 options:
   src:
     description:
       - The images directory on this host. Its contents are copied into O(dest).
+      - Required unless O(probe_bytes) is set.
     type: path
-    required: true
   dest:
     description:
       - The images directory on the destination host. Missing parents are created; the directory
         itself is created with mode C(0700).
+      - Required unless O(probe_bytes) is set.
     type: path
-    required: true
   dest_host:
     description:
       - Host name or address of the destination, as this host reaches it over SSH.
@@ -116,6 +120,21 @@ options:
         host does not hang the play.
     type: int
     default: 300
+  probe_bytes:
+    description:
+      - Copy nothing; measure the link to O(dest_host) instead, with this many bytes (at most
+        1073741824). V(0) (the default) copies.
+      - "It pipes that many bytes of random data (one random MiB, repeated, so that SSH compression
+        gains nothing) through C(ssh DEST_HOST 'env LC_ALL=C dd of=/dev/null bs=1M') with the SSH
+        options of a copy (O(dest_user), O(ssh_key), O(ssh_port), O(ssh_options),
+        O(strict_host_key_checking), O(connect_timeout)), and divides by the transfer time C(dd)
+        reports on the destination, so that the SSH handshake does not count."
+      - Nothing is written on either host. O(src), O(dest), O(rootfs_src) and O(rootfs_dest) must not
+        be given. O(bwlimit_kib) does not apply to the probe.
+      - V(67108864) (64 MiB) takes about half a second on a link of 200 MiB/s; smaller probes read
+        lower rates, as SSH and TCP have not reached their full speed yet.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - haul.live.attributes
 attributes:
@@ -123,6 +142,7 @@ attributes:
     support: full
     details:
       - Runs C(rsync --dry-run) and returns what would be sent.
+      - With O(probe_bytes), measures the link in check mode too (it writes nothing anywhere).
   diff_mode:
     support: partial
     details:
@@ -165,42 +185,80 @@ EXAMPLES = r'''
     dest: /srv/data
     dest_host: 198.18.0.12
     verify: false
+
+- name: Measure the link from this host to node2, with 64 MiB
+  haul.live.image_sync:
+    dest_host: 198.18.0.12
+    ssh_key: /root/.ssh/haul_migrate
+    probe_bytes: 67108864
+  register: link
+
+- name: Show the rate
+  ansible.builtin.debug:
+    msg: "{{ (link.link_bytes_s / 1048576) | round(1) }} MiB/s"
 '''
 
 RETURN = r'''
+link_bytes_s:
+  description: The measured rate from this host to O(dest_host) over SSH, in bytes per second.
+  returned: success, with O(probe_bytes)
+  type: int
+  sample: 262144000
+probe:
+  description: The link measurement.
+  returned: success, with O(probe_bytes)
+  type: dict
+  contains:
+    bytes:
+      description: Bytes sent.
+      type: int
+      sample: 67108864
+    seconds:
+      description: Transfer time the rate is computed from.
+      type: float
+      sample: 0.256
+    duration_s:
+      description: Wall-clock duration of the whole probe, SSH connection included.
+      type: float
+      sample: 0.35
+    timed_by:
+      description: V(dd) (the transfer time dd reported on the destination) or V(local) (the wall-clock time
+        here, SSH handshake included, when dd's summary could not be read).
+      type: str
+      sample: dd
 bytes_sent:
   description: Bytes rsync sent over the connection (all trees; would send, in check mode).
-  returned: success
+  returned: success, without O(probe_bytes)
   type: int
   sample: 270123456
 total_size:
   description: Total size of the files of the source trees, in bytes.
-  returned: success
+  returned: success, without O(probe_bytes)
   type: int
   sample: 269484032
 files_transferred:
   description: Number of regular files sent (all trees).
-  returned: success
+  returned: success, without O(probe_bytes)
   type: int
   sample: 12
 duration_s:
   description: Wall-clock duration of the copy and the verification, in seconds.
-  returned: success
+  returned: success, without O(probe_bytes)
   type: float
   sample: 1.04
 verified:
   description: Whether the manifest was verified on the destination.
-  returned: success
+  returned: success, without O(probe_bytes)
   type: bool
   sample: true
 verified_files:
   description: Number of files of the manifest found intact on the destination.
-  returned: success
+  returned: success, without O(probe_bytes)
   type: int
   sample: 11
 trees:
   description: One entry per tree copied, with rsync's statistics.
-  returned: success
+  returned: success, without O(probe_bytes)
   type: list
   elements: dict
   contains:
@@ -229,7 +287,7 @@ trees:
       description: Duration of this rsync run.
       type: float
 failed_step:
-  description: The step that failed, V(sync) or V(verify).
+  description: The step that failed, V(sync), V(verify) or V(probe).
   returned: failure
   type: str
   sample: sync
@@ -252,14 +310,27 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._transport import (
-    MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, verify_manifest_remote)
+    MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, probe_link, verify_manifest_remote)
+
+
+def probe(module, target):
+    """The link measurement of O(probe_bytes): exit with link_bytes_s and probe."""
+    p = module.params
+    given = [k for k in ('src', 'dest', 'rootfs_src', 'rootfs_dest') if p[k]]
+    if given:
+        raise HaulError('probe', 'probe_bytes measures the link and copies nothing: do not give %s' % ', '.join(given))
+    if p['probe_bytes'] > MAX_PROBE_BYTES:
+        raise HaulError('probe', 'probe_bytes must be at most %d, not %d' % (MAX_PROBE_BYTES, p['probe_bytes']))
+    res = probe_link(target, module.run_command, p['probe_bytes'])
+    rate = res.pop('link_bytes_s')
+    module.exit_json(changed=False, link_bytes_s=rate, probe=res)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            src=dict(type='path', required=True),
-            dest=dict(type='path', required=True),
+            src=dict(type='path'),
+            dest=dict(type='path'),
             dest_host=dict(type='str', required=True),
             dest_user=dict(type='str', default='root'),
             ssh_key=dict(type='path'),
@@ -274,13 +345,21 @@ def main():
             delete=dict(type='bool', default=True),
             verify=dict(type='bool', default=True),
             timeout=dict(type='int', default=300),
+            probe_bytes=dict(type='int', default=0),
         ),
         required_together=[('rootfs_src', 'rootfs_dest')],
+        required_if=[('probe_bytes', 0, ('src', 'dest'))],
         supports_check_mode=True,
     )
     p = module.params
     start = time.time()
     try:
+        if p['probe_bytes'] < 0:
+            raise HaulError('probe', 'probe_bytes must be 0 (copy) or a positive size, not %d' % p['probe_bytes'])
+        if p['probe_bytes']:
+            probe(module, SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
+                                    options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
+                                    connect_timeout=p['connect_timeout']))
         rsync = module.get_bin_path('rsync')
         if not rsync:
             raise HaulError('sync', 'rsync is not installed on this host (install the rsync package)')

@@ -7,7 +7,8 @@
 
 Checked: no ``haul-lab`` network namespace, no mount mentioning it, no ``haul-lab`` cgroup in any
 hierarchy, no process in such a cgroup, no host interface named ``hl-*``, and ``lab status``
-reports the lab down. HAUL_KEEP_LAB=1 skips this test (and so keeps the lab up).
+reports the lab down. HAUL_KEEP_LAB=1, or a subset of targets (``make integration TARGETS=...``),
+skips this test (and so keeps the lab up).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ LAB = REPO / 'tests' / 'lab' / 'lab'
 NAME = os.environ.get('HAUL_LAB_NAME', 'haul-lab')
 IFACE_PREFIX = 'hl-'
 
-pytestmark = pytest.mark.skipif(os.environ.get('HAUL_KEEP_LAB') == '1', reason='HAUL_KEEP_LAB=1: the lab is kept up')
+pytestmark = pytest.mark.skipif(
+    os.environ.get('HAUL_KEEP_LAB') == '1' or bool(os.environ.get('HAUL_TARGETS', '').strip()),
+    reason='HAUL_KEEP_LAB=1 or a subset of targets (HAUL_TARGETS): the lab is kept up')
 
 
 def sh(*cmd):

@@ -513,3 +513,53 @@ def test_refusals_before_any_round(fake_criu, tmp_path):
     with pytest.raises(HaulError, match='^options: transfer_bytes_per_s must be > 0'):
         run(fake_criu)
     assert fake_criu['calls'] == []
+
+
+# --------------------------------------------------------------------------- pre-copy inside a handoff
+
+def handoff_params(st, **precopy):
+    params = dict(st['params'])
+    for k in ('max_rounds', 'min_pages', 'growth', 'max_downtime_ms', 'transfer_bytes_per_s', 'page_server'):
+        params.pop(k)
+    params['images_dir'] = os.path.join(os.path.dirname(st['params']['images_dir']), 'pd1')
+    params['precopy'] = dict(precopy)
+    return params
+
+
+def test_handoff_rounds_are_sent_one_by_one_and_their_rate_drives_the_rule(fake_criu, tmp_path):
+    fake_criu['pages'] = [65536, 4100, 2000, 1000]
+    params = handoff_params(fake_criu, max_downtime_ms=300)
+    sent = []
+
+    def sync(rdir):
+        sent.append(os.path.basename(rdir))
+        # 1 MB/s for the first round, 100 MB/s afterwards
+        size = sum(os.path.getsize(os.path.join(rdir, n)) for n in os.listdir(rdir))
+        return {'bytes_sent': size, 'duration_s': size / (1e6 if len(sent) == 1 else 1e8)}
+
+    ctx = _precopy.prepare_handoff(params, params['images_dir'], pycriu_mod=object())
+    res = _precopy.send_rounds(ctx, sync)
+    # round 2: 4100 pages at ~100 MB/s -> a predicted freeze under 300 ms: the downtime rule stops
+    assert sent == ['round-1', 'round-2']
+    assert res['stop_rule'] == 'downtime'
+    assert res['parent_images'] == params['images_dir'] + '.precopy/round-2'
+    assert res['rounds'][0]['transfer_bytes_per_s'] == pytest.approx(1e6, rel=0.2)
+    assert res['rounds'][1]['transfer_bytes_per_s'] == pytest.approx(1e8, rel=0.2)
+    assert res['bytes_sent'] == sum(r['bytes_sent'] for r in res['rounds']) > 0
+    assert sorted(os.listdir(params['images_dir'] + '.precopy')) == ['round-1', 'round-2']
+    assert [c[1] for c in fake_criu['calls']] == [None, '../round-1']
+
+
+def test_handoff_rounds_are_refused_without_dirty_tracking_before_anything(fake_criu):
+    fake_criu['dirty'] = False
+    params = handoff_params(fake_criu)
+    with pytest.raises(HaulError) as e:
+        _precopy.prepare_handoff(params, params['images_dir'], pycriu_mod=object())
+    assert e.value.step == 'predump' and 'CONFIG_MEM_SOFT_DIRTY' in e.value.msg
+    assert fake_criu['calls'] == [] and not os.path.exists(params['images_dir'] + '.precopy')
+
+
+def test_handoff_rounds_settings_are_checked(fake_criu):
+    params = handoff_params(fake_criu, max_rounds=0)
+    with pytest.raises(HaulError, match='^options: max_rounds must be >= 1'):
+        _precopy.prepare_handoff(params, params['images_dir'], pycriu_mod=object())

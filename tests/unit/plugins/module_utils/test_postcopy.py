@@ -380,3 +380,273 @@ def test_transferred_pages_sums_the_last_count_of_each_task(tmp_path):
                    '(01.0) uffd: 2-12: UFFD transferred pages: (5/5)\n')
     assert _postcopy.transferred_pages(str(log)) == 8204
     assert _postcopy.transferred_pages(str(tmp_path / 'missing.log')) == 0
+
+
+# --------------------------------------------------------------------------- gated supervisors (prepared before a freeze)
+
+def test_lazy_pages_gated_starts_only_on_go(fake):
+    criu, img, mode = fake
+    mode('ready')
+    daemon = _postcopy.lazy_pages_spawn(criu, img, 'h', 1, ready_timeout=10, tls=False, gated=True)
+    time.sleep(0.2)
+    assert _postcopy.find_daemon(img) is None  # nothing started before go
+    assert not os.path.exists(os.path.join(img, 'lazy-pages.log'))
+    rep = daemon.go()
+    assert rep['ready'] is True and rep['pid'] > 0
+    assert _postcopy.find_daemon(img)['pid'] == rep['pid']
+    assert _postcopy.stop_lazy_pages(img, timeout=5) == rep['pid']
+
+
+def test_lazy_pages_gated_cancel_starts_nothing(fake):
+    criu, img, mode = fake
+    mode('ready')
+    daemon = _postcopy.lazy_pages_spawn(criu, img, 'h', 1, ready_timeout=10, tls=False, gated=True)
+    sup = daemon.sup
+    daemon.cancel()
+    assert not _postcopy.pid_alive(sup)
+    # called off before it started: it leaves no state behind
+    assert not os.path.exists(_postcopy.state_dir(img))
+    assert _postcopy.find_daemon(img) is None
+
+
+class _FakeComm(object):
+    def __init__(self, marker):
+        self.marker = marker
+
+    def connect(self, daemon):
+        with open(self.marker + '.swrk', 'w') as f:
+            f.write('started')
+        return 'socket'
+
+
+class _FakeClient(object):
+    def __init__(self, marker):
+        self._comm = _FakeComm(marker)
+        self.sk = None
+
+
+class _FakeSession(object):
+    """What lazy_dump_spawn needs of a CriuSession: its dump asks _client() first (as _request does)."""
+
+    pycriu = None
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def _client(self):
+        return _FakeClient(self.marker)
+
+    def dump_lazy_start(self, options, ready_timeout=60):
+        client = self._client()  # gated: blocks until go (or raises when called off)
+        with open(self.marker, 'w') as f:
+            f.write('dumped with %s' % client.sk)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the "CRIU" serving pages
+            time.sleep(0.2)
+            os._exit(0)
+        return child, self.marker + '.log'
+
+
+class _Opts(object):
+    lazy_pages = True
+    page_server = {'address': '198.18.0.11', 'port': 27100}
+    tls = False
+
+
+def test_lazy_dump_gated_waits_for_go(tmp_path):
+    img = str(tmp_path / 'images')
+    os.mkdir(img)
+    marker = str(tmp_path / 'dumped')
+    dump = _postcopy.lazy_dump_spawn(_FakeSession(marker), _Opts(), img, ready_timeout=10, gated=True)
+    assert dump.armed(5) is True  # CRIU (here: the fake swrk) started, the dump waits
+    assert os.path.exists(marker + '.swrk') and not os.path.exists(marker)
+    assert _postcopy.find_lazy_dump(img)['state'] == 'prepared'
+    rep = dump.go()
+    assert rep['ready'] is True and rep['dump_pid'] > 0 and rep['ready_ms'] >= 0
+    with open(marker) as f:
+        assert f.read() == 'dumped with socket'  # the request went through the pre-started CRIU
+    _postcopy.wait_pid_exit(rep['supervisor_pid'], 10)
+    assert _postcopy.read_state(_postcopy.state_path(img, 'dump'))['state'] == 'finished'
+
+
+def test_lazy_dump_gated_cancel_never_dumps(tmp_path):
+    img = str(tmp_path / 'images')
+    os.mkdir(img)
+    marker = str(tmp_path / 'dumped')
+    dump = _postcopy.lazy_dump_spawn(_FakeSession(marker), _Opts(), img, ready_timeout=10, gated=True)
+    assert dump.armed(5) is True
+    sup = dump.sup
+    dump.cancel()
+    assert not _postcopy.pid_alive(sup)
+    assert not os.path.exists(marker)
+    assert not os.path.exists(_postcopy.state_dir(img))  # nothing left behind
+    assert _postcopy.find_lazy_dump(img) is None
+
+
+def test_stop_lazy_dump_stops_a_prepared_one(tmp_path):
+    img = str(tmp_path / 'images')
+    os.mkdir(img)
+    marker = str(tmp_path / 'dumped')
+    dump = _postcopy.lazy_dump_spawn(_FakeSession(marker), _Opts(), img, ready_timeout=10, gated=True)
+    dump.armed(5)
+    # another process (lazy_pages state=absent) finds it through its state file
+    assert _postcopy.stop_lazy_dump(img, timeout=5) == dump.sup
+    assert not _postcopy.pid_alive(dump.sup)
+    assert not os.path.exists(marker)
+    dump.cancel()  # the owner's handle is harmless afterwards
+
+
+class _Prepared(object):
+    def __init__(self, params):
+        self.params = dict(params)
+        self.ran = self.cancelled = False
+
+    def run(self):
+        self.ran = True
+        return {'prepared': True}
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_dump_lazy_uses_the_prepared_dump_of_the_same_params(tmp_path):
+    params = {'images_dir': str(tmp_path / 'images'), 'lazy': {'address': 'a', 'port': 1}, 'cgroup': 'haul/x'}
+    prepared = _Prepared(params)
+    _postcopy._PREPARED[os.path.abspath(params['images_dir'])] = prepared
+    assert _postcopy.dump_lazy(dict(params)) == {'prepared': True}
+    assert prepared.ran and not prepared.cancelled
+    assert not _postcopy._PREPARED
+
+
+def test_stop_lazy_dump_cancels_what_this_process_prepared(tmp_path):
+    img = str(tmp_path / 'images')
+    prepared = _Prepared({'images_dir': img})
+    _postcopy._PREPARED[os.path.abspath(img)] = prepared
+    assert _postcopy.stop_lazy_dump(img) is None  # no supervisor ran: nothing else to stop
+    assert prepared.cancelled and not prepared.ran
+    assert not _postcopy._PREPARED
+
+
+# --------------------------------------------------------------------------- the handoff relay: images without rsync, wake-ups
+
+class _LocalTarget(object):
+    host = 'local'
+
+    def remote_argv(self, args):
+        return list(args)
+
+
+def _relay(ctl):
+    from ansible_collections.haul.live.plugins.module_utils import _handoff
+    relay = _handoff.Relay(_LocalTarget(), ctl, 20)
+    relay.argv = [sys.executable, '-c', _handoff.RELAY_SCRIPT, ctl, '20']
+    relay.start()
+    return relay
+
+
+def _images_src(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(4):
+        (src / ('pages-%d.img' % i)).write_bytes(os.urandom(i * 70000))
+    (src / 'empty.img').write_bytes(b'')
+    (src / 'core-1.img').write_bytes(b'core')
+    os.chmod(str(src / 'core-1.img'), 0o640)
+    os.utime(str(src / 'core-1.img'), (1000000000, 1000000000))
+    os.symlink('../x.precopy/round-1', str(src / 'parent'))
+    return src
+
+
+def test_relay_receives_an_images_dir(tmp_path):
+    from ansible_collections.haul.live.plugins.module_utils import _handoff
+    src = _images_src(tmp_path)
+    dest = tmp_path / 'img'
+    (dest / 'stale' / 'sub').mkdir(parents=True)
+    (dest / 'old.img').write_bytes(b'old')
+    rx = _handoff.Receiver(str(dest), 'h1', 10)
+    rx.open()
+    relay = _relay(rx.dir)
+    try:
+        rx.status(_handoff.WAITING)
+        assert relay.expect((_handoff.WAITING,), 5, 'connect')['state'] == 'waiting'
+        sent = relay.send_dir(str(src), str(dest))
+        assert sent['via'] == 'relay' and sent['files'] == 7
+        assert sent['bytes_sent'] == sum(i * 70000 for i in range(4)) + 4
+        assert relay.send(_handoff.SYNCED)
+        assert rx.wait((_handoff.SYNCED,), 5) == _handoff.SYNCED
+        assert sorted(os.listdir(str(dest))) == sorted(os.listdir(str(src)))
+        for name in os.listdir(str(src)):
+            s, d = src / name, dest / name
+            if name == 'parent':
+                assert os.readlink(str(d)) == '../x.precopy/round-1'
+                continue
+            assert d.read_bytes() == s.read_bytes()
+            assert stat.S_IMODE(d.stat().st_mode) == stat.S_IMODE(s.stat().st_mode)
+        assert (dest / 'core-1.img').stat().st_mtime == 1000000000
+        rx.status(_handoff.RUNNING, final=True)
+        assert relay.expect((_handoff.RUNNING,), 5, 'confirm')['state'] == 'running'
+    finally:
+        relay.close()
+        rx.close()
+
+
+def test_relay_that_cannot_write_aborts_and_says_why(tmp_path):
+    from ansible_collections.haul.live.plugins.module_utils import _handoff
+    src = _images_src(tmp_path)
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a directory')
+    rx = _handoff.Receiver(str(tmp_path / 'img'), 'h2', 10)
+    rx.open()
+    relay = _relay(rx.dir)
+    try:
+        rx.status(_handoff.WAITING)
+        relay.expect((_handoff.WAITING,), 5, 'connect')
+        try:
+            relay.send_dir(str(src), str(blocker / 'images'))
+            relay.send(_handoff.SYNCED)
+            st = relay.expect((_handoff.RESTORED,), 5, 'restore')
+            msg = st['msg']
+            assert st['state'] == 'failed' and st['final'] and st['step'] == 'sync'
+        except HaulError as e:  # the relay ended while the images were still being sent
+            assert e.step == 'sync'
+            msg = e.msg
+        assert 'cannot write the images' in msg
+        # the receiver is told to abort: it restores nothing from an incomplete directory
+        assert rx.wait((_handoff.SYNCED,), 5) == _handoff.ABORT
+    finally:
+        relay.close()
+        rx.close()
+
+
+def test_relay_dir_entries_refuses_what_it_cannot_send(tmp_path):
+    from ansible_collections.haul.live.plugins.module_utils import _handoff
+    src = _images_src(tmp_path)
+    entries = _handoff.Relay.dir_entries(str(src))
+    assert [e[0] for e in entries] == sorted(os.listdir(str(src)))
+    assert _handoff.Relay.dir_entries(str(src), max_bytes=1000) is None  # too large: rsync
+    (src / 'sub').mkdir()
+    assert _handoff.Relay.dir_entries(str(src)) is None  # a subdirectory: rsync
+
+
+def test_receiver_and_relay_wake_each_other(tmp_path):
+    from ansible_collections.haul.live.plugins.module_utils import _handoff
+    rx = _handoff.Receiver(str(tmp_path / 'img'), 'h3', 10)
+    rx.open()
+    assert stat.S_ISFIFO(os.stat(os.path.join(rx.dir, _handoff.WAKE)).st_mode)
+    relay = _relay(rx.dir)
+    try:
+        rx.status(_handoff.WAITING)
+        relay.expect((_handoff.WAITING,), 5, 'connect')
+        for dummy in range(3):
+            start = time.time()
+            rx.status(_handoff.RESTORED)
+            relay.expect((_handoff.RESTORED,), 5, 'restore')
+            relay.send(_handoff.COMMIT)
+            assert rx.wait((_handoff.COMMIT,), 5) == _handoff.COMMIT
+            # both hops are woken at once, never left to the 50 ms safety poll
+            assert time.time() - start < _handoff.POLL_WOKEN
+            os.unlink(os.path.join(rx.dir, _handoff.COMMIT))
+        assert rx.wait((_handoff.COMMIT,), 0.1) is None  # nothing came: the timeout
+    finally:
+        relay.close()
+        rx.close()

@@ -22,6 +22,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.haul.live.plugins.module_utils import _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._transport import (
     RECEIVER_FILES, ArgFormat, CmdBuilder, RsyncRunner, SshTarget, explain_rsync_failure, parse_itemized, parse_stats,
@@ -398,3 +399,133 @@ def test_real_rsync_unreachable(tmp_path):
         r.sync(str(src), '/tmp/never')
     assert e.value.msg.startswith('sync: destination 192.0.2.1 unreachable'), e.value.msg
     assert e.value.rc in (12, 255)
+
+
+# --------------------------------------------------------------------------- the root filesystem's delta inside a freeze
+
+def _tree(tmp_path):
+    root = tmp_path / 'rootfs'
+    (root / 'etc').mkdir(parents=True)
+    (root / 'etc' / 'hostname').write_text('pc\n')
+    (root / 'bin').mkdir()
+    (root / 'bin' / 'app').write_bytes(b'\x7fELF')
+    os.symlink('/nonexistent/target', str(root / 'bin' / 'link'))
+    return root
+
+
+def test_tree_state_lists_every_entry_without_following_links(tmp_path):
+    from ansible_collections.haul.live.plugins.module_utils._transport import tree_state
+    root = _tree(tmp_path)
+    st = tree_state(str(root))
+    assert sorted(st) == ['.', 'bin', 'bin/app', 'bin/link', 'etc', 'etc/hostname']
+    assert stat.S_ISLNK(st['bin/link'][0])
+    assert tree_state(str(tmp_path / 'missing')) is None
+
+
+@pytest.mark.parametrize('change', ['content', 'chmod', 'create', 'delete', 'rename', 'xattr-free touch'])
+def test_tree_state_sees_every_change(tmp_path, change):
+    from ansible_collections.haul.live.plugins.module_utils._transport import tree_state
+    root = _tree(tmp_path)
+    before = tree_state(str(root))
+    f = root / 'etc' / 'hostname'
+    __import__('time').sleep(0.05)  # past the kernel's timestamp tick
+    if change == 'content':
+        st = f.stat()
+        f.write_text('xx\n')  # same size
+        os.utime(str(f), ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the mtime set back (ctime moves)
+    elif change == 'chmod':
+        f.chmod(0o600)
+    elif change == 'create':
+        (root / 'tmpfile').write_text('')
+    elif change == 'delete':
+        f.unlink()
+    elif change == 'rename':
+        f.rename(root / 'etc' / 'hostname2')
+    else:
+        os.utime(str(f), (1, 1))
+    assert tree_state(str(root)) != before
+
+
+def test_racy_recent_entries(tmp_path):
+    import time as _time
+    from ansible_collections.haul.live.plugins.module_utils._transport import racy, tree_state
+    root = _tree(tmp_path)
+    st = tree_state(str(root))
+    assert racy(st, _time.time())  # just written
+    assert not racy(st, _time.time() + 5)
+
+
+class _FakeRsync(object):
+    def __init__(self):
+        self.calls = []
+        self.target = SshTarget('dest')
+
+    def sync(self, src, dest, **kwargs):
+        self.calls.append((src, dest, kwargs))
+        return {'bytes_sent': 123, 'changed': True}
+
+
+def _delta(tmp_path, clock_offset):
+    import time as _time
+    from ansible_collections.haul.live.plugins.module_utils._transport import RootfsDelta
+    root = _tree(tmp_path)
+    rsync = _FakeRsync()
+    # the record is taken "later" than the files were written, unless clock_offset is 0 (racy)
+    delta = RootfsDelta(rsync, str(root), '/dest/rootfs', clock=lambda: _time.time() + clock_offset)
+    assert delta.presync(delete=True) == {'bytes_sent': 123, 'changed': True}
+    assert rsync.calls == [(str(root), '/dest/rootfs', {'delete': True})]
+    return root, rsync, delta
+
+
+def test_rootfs_delta_sends_nothing_when_unchanged(tmp_path):
+    root, rsync, delta = _delta(tmp_path, 10)
+    res = delta.sync(delete=True)
+    assert res['skipped'] and res['bytes_sent'] == 0 and res['changed'] is False
+    assert res['dest'] == 'root@dest:/dest/rootfs'
+    assert len(rsync.calls) == 1
+
+
+def test_rootfs_delta_rsyncs_a_change(tmp_path):
+    root, rsync, delta = _delta(tmp_path, 10)
+    (root / 'etc' / 'new').write_text('x')
+    assert delta.sync(delete=True) == {'bytes_sent': 123, 'changed': True}
+    assert rsync.calls[-1] == (str(root), '/dest/rootfs', {'delete': True})
+
+
+def test_rootfs_delta_rsyncs_when_racy(tmp_path):
+    root, rsync, delta = _delta(tmp_path, 0)  # files changed right before the record: never trusted
+    assert delta.before is None
+    assert delta.sync(delete=True)['bytes_sent'] == 123
+    assert len(rsync.calls) == 2
+
+
+def test_rootfs_delta_rsyncs_when_the_walk_fails(tmp_path):
+    root, rsync, delta = _delta(tmp_path, 10)
+    delta.state_fn = lambda path: None
+    assert delta.sync(delete=True)['bytes_sent'] == 123
+
+
+# --------------------------------------------------------------------------- ciphers
+
+def test_preferred_ciphers_follow_the_cpu(tmp_path):
+    x86 = tmp_path / 'x86'
+    x86.write_text('processor\t: 0\nflags\t\t: fpu sse2 aes avx2\n')
+    arm = tmp_path / 'arm'
+    arm.write_text('processor\t: 0\nFeatures\t: fp asimd aes pmull sha1\n')
+    plain = tmp_path / 'plain'
+    plain.write_text('processor\t: 0\nflags\t\t: fpu sse2 aesni_fake\n')
+    assert _transport.preferred_ciphers(str(x86)).startswith('aes128-gcm@openssh.com,')
+    assert 'chacha20-poly1305@openssh.com' in _transport.preferred_ciphers(str(arm))
+    assert _transport.preferred_ciphers(str(plain)) is None
+    assert _transport.preferred_ciphers(str(tmp_path / 'missing')) is None
+
+
+def test_ciphers_option_and_user_override():
+    t = _transport.SshTarget('198.18.0.12', ciphers='aes128-gcm@openssh.com')
+    assert '-o' in t.ssh_argv() and 'Ciphers=aes128-gcm@openssh.com' in t.ssh_argv()
+    assert 'Ciphers=' not in ' '.join(_transport.SshTarget('198.18.0.12', ciphers=None).ssh_argv())
+    # a user's Ciphers= comes first, and ssh keeps the first value it gets
+    t = _transport.SshTarget('198.18.0.12', options=['Ciphers=chacha20-poly1305@openssh.com'],
+                             ciphers='aes128-gcm@openssh.com')
+    argv = t.ssh_argv()
+    assert argv.index('Ciphers=chacha20-poly1305@openssh.com') < argv.index('Ciphers=aes128-gcm@openssh.com')
