@@ -391,8 +391,54 @@ def _gate(session, go_fd, armed_fd):
     session._client = client  # pylint: disable=protected-access
 
 
-class LazyDump(object):
+class _Gated(object):
+    """A supervised job started gated (its work waits for :meth:`_release`): the parts
+    :class:`LazyDump` and :class:`LazyPages` share. Subclasses set ``FDS`` (the pipe ends to close
+    on :meth:`cancel`) and ``CANCELLED`` (the states that :meth:`cancel` forgets), and the
+    attributes ``sup`` (supervisor pid), ``go_fd``, ``rfd`` and :meth:`_state_file`."""
+
+    FDS = ('go_fd', 'rfd')
+    CANCELLED = ()
+
+    def _state_file(self):
+        raise NotImplementedError
+
+    def _release(self):
+        """Let the job start; a supervisor that is gone is reported by :meth:`_report`."""
+        if self.go_fd is not None:
+            try:
+                os.write(self.go_fd, b'g')
+            except OSError:
+                pass  # the supervisor is gone: its report (or its absence) says why
+            finally:
+                os.close(self.go_fd)
+                self.go_fd = None
+
+    def _report(self, timeout, what):
+        rfd, self.rfd = self.rfd, None
+        return collect_report(rfd, self.sup, timeout, what=what)
+
+    def cancel(self):
+        """Call off a gated job that has not started: nothing was touched."""
+        for name in self.FDS:
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+        if self.sup:
+            try:
+                wait_pid_exit(self.sup, 5)
+            except HaulError:
+                _kill_tree(self.sup)
+                wait_pid_exit(self.sup, 5)
+            _forget(self._state_file(), self.CANCELLED)
+
+
+class LazyDump(_Gated):
     """A lazy dump's supervisor, started by :func:`lazy_dump_spawn`; :meth:`go` waits for its report."""
+
+    FDS = ('go_fd', 'rfd', 'armed_fd')
+    CANCELLED = ('failed', 'prepared')
 
     def __init__(self, rfd, sup, go_fd, sfile, ready_timeout, armed_fd=None):
         self.rfd, self.sup, self.go_fd, self.armed_fd = rfd, sup, go_fd, armed_fd
@@ -417,17 +463,9 @@ class LazyDump(object):
         """
         start = time.time()
         gated = self.go_fd is not None
-        if gated:
-            try:
-                os.write(self.go_fd, b'g')
-            except OSError:
-                pass  # the supervisor is gone: its report (or its absence) says why
-            finally:
-                os.close(self.go_fd)
-                self.go_fd = None
-        rfd, self.rfd = self.rfd, None
+        self._release()
         # the supervisor's reports come after CRIU's own ready wait: give it a little more time
-        rep = collect_report(rfd, self.sup, self.ready_timeout + 5, what='lazy dump')
+        rep = self._report(self.ready_timeout + 5, 'lazy dump')
         if not rep.get('ready'):
             raise HaulError('dump', 'lazy dump failed: %s' % rep.get('error'), log=rep.get('log_path'))
         rep['state_file'] = self.sfile
@@ -437,20 +475,8 @@ class LazyDump(object):
         rep['ready_ms'] = round((time.time() - start) * 1000, 1)
         return rep
 
-    def cancel(self):
-        """Call off a gated dump that has not started: the container was never touched."""
-        for name in ('go_fd', 'rfd', 'armed_fd'):
-            fd = getattr(self, name)
-            setattr(self, name, None)
-            if fd is not None:
-                os.close(fd)
-        if self.sup:
-            try:
-                wait_pid_exit(self.sup, 5)
-            except HaulError:
-                _kill_tree(self.sup)
-                wait_pid_exit(self.sup, 5)
-            _forget(self.sfile, ('failed', 'prepared'))
+    def _state_file(self):
+        return self.sfile
 
 
 def lazy_dump_spawn(session, options, images_dir, ready_timeout=60, hold_cgroup=None, gated=False):
@@ -561,8 +587,10 @@ def start_lazy_pages(criu_path, images_dir, address, port, ready_timeout=30, tls
                             tls_key, tls_no_cn_verify).go()
 
 
-class LazyPages(object):
+class LazyPages(_Gated):
     """The supervisor of a lazy-pages daemon, started by :func:`lazy_pages_spawn`."""
+
+    CANCELLED = ('cancelled',)
 
     def __init__(self, rfd, sup, go_fd, info):
         self.rfd, self.sup, self.go_fd = rfd, sup, go_fd
@@ -572,16 +600,8 @@ class LazyPages(object):
         """Start the daemon of a gated supervisor, then wait until it is ready (see :func:`start_lazy_pages`)."""
         info = self.info
         start = time.time()
-        if self.go_fd is not None:
-            try:
-                os.write(self.go_fd, b'g')
-            except OSError:
-                pass  # the supervisor is gone: its report (or its absence) says why
-            finally:
-                os.close(self.go_fd)
-                self.go_fd = None
-        rfd, self.rfd = self.rfd, None
-        rep = collect_report(rfd, self.sup, info['ready_timeout'] + 5, what='criu lazy-pages')
+        self._release()
+        rep = self._report(info['ready_timeout'] + 5, 'criu lazy-pages')
         if not rep.get('ready'):
             log = info['log']
             raise HaulError('lazy-pages', 'criu lazy-pages against %s:%s failed: %s'
@@ -589,20 +609,8 @@ class LazyPages(object):
         rep.update(ready_ms=round((time.time() - start) * 1000, 1), argv=info['argv'], state_file=info['sfile'])
         return rep
 
-    def cancel(self):
-        """Call off a gated supervisor whose daemon has not started."""
-        for name in ('go_fd', 'rfd'):
-            fd = getattr(self, name)
-            setattr(self, name, None)
-            if fd is not None:
-                os.close(fd)
-        if self.sup:
-            try:
-                wait_pid_exit(self.sup, 5)
-            except HaulError:
-                _kill_tree(self.sup)
-                wait_pid_exit(self.sup, 5)
-            _forget(self.info['sfile'], ('cancelled',))
+    def _state_file(self):
+        return self.info['sfile']
 
 
 def lazy_pages_spawn(criu_path, images_dir, address, port, ready_timeout=30, tls=True, tls_cacert=None,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(REPO, 'build', 'collections')
 LINK = os.path.join(COLLECTIONS, 'ansible_collections', 'haul', 'live')
@@ -34,3 +36,26 @@ def _ensure_collection_path():
 
 
 _ensure_collection_path()
+
+
+# A stand-in for ``ssh`` that drops the options and the host and runs the remote command locally,
+# the way sshd would (through a shell): real rsync and dd run through it in the transport tests.
+STAND_IN_SSH = """#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|-i|-p|-l) shift 2 ;;
+    -*) shift ;;
+    *) shift; break ;;
+  esac
+done
+exec sh -c "$*"
+"""
+
+
+@pytest.fixture
+def stand_in_ssh(tmp_path):
+    """Path of an executable :data:`STAND_IN_SSH`."""
+    p = tmp_path / 'fake-ssh'
+    p.write_text(STAND_IN_SSH)
+    p.chmod(0o755)
+    return str(p)

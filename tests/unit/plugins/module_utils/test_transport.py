@@ -321,18 +321,6 @@ def test_verify_remote_errors():
 # real rsync through a stand-in ssh that runs the "remote" command locally
 # ---------------------------------------------------------------------------------------------
 
-FAKE_SSH = """#!/bin/sh
-# drop ssh options and the host, run the rest like sshd would (through a shell)
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|-i|-p|-l) shift 2 ;;
-    -*) shift ;;
-    *) shift; break ;;
-  esac
-done
-exec sh -c "$*"
-"""
-
 
 def _run(args, data=None, environ_update=None, **kwargs):
     env = dict(os.environ)
@@ -342,13 +330,10 @@ def _run(args, data=None, environ_update=None, **kwargs):
 
 
 @pytest.fixture
-def fake_ssh(tmp_path):
+def fake_ssh(stand_in_ssh):
     if not shutil.which('rsync'):
         pytest.skip('rsync not installed')
-    p = tmp_path / 'fake-ssh'
-    p.write_text(FAKE_SSH)
-    p.chmod(0o755)
-    return str(p)
+    return stand_in_ssh
 
 
 def test_real_rsync_roundtrip(tmp_path, fake_ssh):

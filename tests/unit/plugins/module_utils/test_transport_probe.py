@@ -140,19 +140,6 @@ def test_probe_link_broken_pipe_asks_ssh_why():
     assert e.value.msg == 'probe: cannot run ssh to n2: No such file'
 
 
-FAKE_SSH = """#!/bin/sh
-# drop ssh options and the host, run the rest like sshd would (through a shell)
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -o|-i|-p|-l) shift 2 ;;
-    -*) shift ;;
-    *) shift; break ;;
-  esac
-done
-exec sh -c "$*"
-"""
-
-
 def _run(args, data=None, environ_update=None, binary_data=False, handle_exceptions=True):
     env = dict(os.environ)
     env.update(environ_update or {})
@@ -160,13 +147,10 @@ def _run(args, data=None, environ_update=None, binary_data=False, handle_excepti
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
-def test_probe_link_real_dd_through_a_stand_in_ssh(tmp_path):
+def test_probe_link_real_dd_through_a_stand_in_ssh(stand_in_ssh):
     if not shutil.which('dd'):
         pytest.skip('dd not installed')
-    ssh = tmp_path / 'fake-ssh'
-    ssh.write_text(FAKE_SSH)
-    ssh.chmod(0o755)
-    res = t.probe_link(t.SshTarget('localhost', ssh_bin=str(ssh)), _run, 4 * t.PROBE_BLOCK)
+    res = t.probe_link(t.SshTarget('localhost', ssh_bin=stand_in_ssh), _run, 4 * t.PROBE_BLOCK)
     assert res['timed_by'] == 'dd'
     assert res['bytes'] == 4 * t.PROBE_BLOCK
     assert res['link_bytes_s'] > 0 and res['seconds'] > 0
