@@ -648,6 +648,17 @@ class CriuSession(object):
 CONTAINERS_DIR = '/var/lib/haul/containers'
 
 
+def open_session(images_dir, criu_path=None, pycriu_mod=None):
+    """A :class:`CriuSession` with pycriu imported and a CRIU recent enough (HaulError otherwise).
+
+    Its version is asked once per binary and process (``CriuSession.version``): use
+    ``session.version()`` afterwards."""
+    session = CriuSession(images_dir, criu_path=criu_path, pycriu_mod=pycriu_mod)
+    session.pycriu  # pylint: disable=pointless-statement
+    session.require_version()
+    return session
+
+
 def _read_text(path):
     with open(path) as f:
         return f.read()
@@ -817,6 +828,32 @@ def detect_root(pid, name=None, proc='/proc'):
     return None
 
 
+def container_root(params, pid, name):
+    """The root directory of the container to checkpoint: ``params['root']`` when given (it must be
+    a directory), else :func:`detect_root`. HaulError('identify', ...) naming what was tried."""
+    root = params.get('root')
+    if root:
+        if not os.path.isdir(root):
+            raise HaulError('identify', 'root %s is not a directory' % root)
+        return root
+    root = detect_root(pid, name)
+    if not root:
+        tried = ', '.join(root_candidates(name)) or '-'
+        raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host: tried %s and '
+                        '/proc/%d/mountinfo; pass root' % (name, pid, tried, pid))
+    return root
+
+
+def restore_root(params, name, step='restore'):
+    """The root directory to restore ``name`` into on this host: ``params['root']``, else the
+    conventional one; HaulError(step, ...) when it is not there (the rootfs must be synced first)."""
+    root = params.get('root') or (root_candidates(name) or [None])[0]
+    if not root or not os.path.isdir(root):
+        raise HaulError(step, 'root directory %s of %s does not exist on this host: sync the rootfs first'
+                        % (root, name))
+    return root
+
+
 def criu_freeze_cgroup(cg, mounts=None):
     """The freezer cgroup directory to give CRIU's freeze_cgroup for a _cgroup.Cgroup.
 
@@ -918,9 +955,8 @@ def dump_container(params, check_mode=False, diff=False):
     result = {'changed': False, 'images_dir': images_dir}
 
     # CRIU and pycriu first: without them nothing else matters, in check mode too.
-    session = CriuSession(images_dir, criu_path=params.get('criu_path'))
-    session.pycriu  # pylint: disable=pointless-statement
-    criu_version = session.require_version()
+    session = open_session(images_dir, criu_path=params.get('criu_path'))
+    criu_version = session.version()
     result['criu_version'] = criu_version
 
     # Which container?
@@ -957,28 +993,12 @@ def dump_container(params, check_mode=False, diff=False):
                         'of it: thaw it first (cgroup_thaw) or dump it elsewhere'
                         % (name, cg.path, state, images_dir))
 
-    # Root directory.
-    root = params.get('root')
-    if root:
-        if not os.path.isdir(root):
-            raise HaulError('identify', 'root %s is not a directory' % root)
-    else:
-        root = detect_root(target['pid'], name)
-        if not root:
-            tried = ', '.join(root_candidates(name)) or '-'
-            raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host: tried %s and '
-                            '/proc/%d/mountinfo; pass root' % (name, target['pid'], tried, target['pid']))
+    root = container_root(params, target['pid'], name)
     identity['root'] = root
     result['root'] = root
 
     # Images directory and free space.
-    ok, why = _images.can_create(images_dir)
-    if not ok:
-        raise HaulError('images', why)
-    foreign = _images.foreign_entries(images_dir)
-    if foreign:
-        raise HaulError('images', '%s holds files that are not CRIU images (%s): use an empty or dedicated images '
-                        'directory' % (images_dir, ', '.join(foreign[:5])))
+    _images.require_usable(images_dir)
     if params.get('parent_images'):
         parent_abs = params['parent_images'] if os.path.isabs(params['parent_images']) \
             else os.path.normpath(os.path.join(images_dir, params['parent_images']))
@@ -987,11 +1007,7 @@ def dump_container(params, check_mode=False, diff=False):
     estimate = int((tree_rss(target['pids']) + tmpfs_usage(target['pid'])) * DUMP_SIZE_FACTOR)
     if params.get('page_server'):
         estimate = int(tmpfs_usage(target['pid']) * DUMP_SIZE_FACTOR) + 16 * 1024 * 1024
-    free = _images.free_bytes(images_dir)
-    result.update(estimated_bytes=estimate, free_bytes=free)
-    if free < estimate:
-        raise HaulError('space', 'the filesystem of %s has %d MiB free, the dump of %s needs about %d MiB'
-                        % (images_dir, free // 1048576, name, -(-estimate // 1048576)))
+    result.update(estimated_bytes=estimate, free_bytes=_images.require_space(images_dir, estimate, 'the dump of ' + name))
 
     options = _dump_options(params, target, root, cg)
     result['changed'] = True
@@ -1211,9 +1227,8 @@ def restore_container(params, check_mode=False, diff=False):
     images_dir = os.path.abspath(params['images_dir'])
     result = {'changed': False, 'images_dir': images_dir}
 
-    session = CriuSession(images_dir, criu_path=params.get('criu_path'))
-    session.pycriu  # pylint: disable=pointless-statement
-    criu_version = session.require_version()
+    session = open_session(images_dir, criu_path=params.get('criu_path'))
+    criu_version = session.version()
     result['criu_version'] = criu_version
 
     manifest = _images.verify_manifest(images_dir, checksums=params.get('verify', 'sha256') != 'size',
@@ -1247,10 +1262,7 @@ def restore_container(params, check_mode=False, diff=False):
         raise HaulError('restore', 'a container %s already runs here (cgroup %s, %s) and it is not restored '
                         'from %s: remove it first' % (name, cgroup_path, who, images_dir))
 
-    root = params.get('root') or (root_candidates(name) or [None])[0]
-    if not root or not os.path.isdir(root):
-        raise HaulError('restore', 'root directory %s of %s does not exist on this host: sync the rootfs first'
-                        % (root, name))
+    root = restore_root(params, name)
     result['root'] = root
 
     result['changed'] = True

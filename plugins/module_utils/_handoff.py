@@ -825,9 +825,7 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
 
 def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
     """What the destination checks before it says ``waiting`` (nothing is frozen yet then)."""
-    session = criu_mod.CriuSession(params['images_dir'], criu_path=params.get('criu_path'))
-    session.pycriu  # pylint: disable=pointless-statement
-    version = session.require_version()
+    version = criu_mod.open_session(params['images_dir'], criu_path=params.get('criu_path')).version()
     need = (params['handoff'].get('min_criu_version') or '').strip()
     if need and criu_mod.compare_versions(version, need) < 0:
         raise HaulError('prepare', 'CRIU %s here is older than CRIU %s on the source: it cannot restore '
@@ -840,9 +838,7 @@ def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
     if pids:
         raise HaulError('prepare', 'a container %s already runs here (cgroup %s, %s): refusing to restore a '
                         'second copy' % (name, cgroup_path, 'init pid %d' % init if init else '%d processes' % len(pids)))
-    root = params.get('root') or (criu_mod.root_candidates(name) or [None])[0]
-    if not root or not os.path.isdir(root):
-        raise HaulError('prepare', 'root directory %s of %s does not exist here: sync it first' % (root, name))
+    criu_mod.restore_root(params, name, step='prepare')
     need_bytes = params['handoff'].get('expected_bytes') or 0
     images_mod.ensure_dir(params['images_dir'])
     images_mod.clear_images(params['images_dir'], step='prepare')

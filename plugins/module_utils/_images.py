@@ -502,6 +502,28 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def require_usable(path):
+    """Refuse (HaulError 'images') an images directory that cannot be created or written, or that
+    holds files that are not CRIU images (a dump clears only what CRIU wrote)."""
+    ok, why = can_create(path)
+    if not ok:
+        raise HaulError('images', why)
+    foreign = foreign_entries(path)
+    if foreign:
+        raise HaulError('images', '%s holds files that are not CRIU images (%s): use an empty or dedicated images '
+                        'directory' % (path, ', '.join(foreign[:5])))
+
+
+def require_space(path, estimate, what):
+    """The free bytes of the filesystem of ``path``; HaulError('space', ...) when below ``estimate``
+    (``what`` names what needs it, e.g. ``the dump of web1``)."""
+    free = free_bytes(path)
+    if free < estimate:
+        raise HaulError('space', 'the filesystem of %s has %d MiB free, %s needs about %d MiB'
+                        % (path, free // 1048576, what, -(-estimate // 1048576)))
+    return free
+
+
 def can_create(path):
     """(True, None) when ``path`` exists as a writable dir or could be created; else (False, why)."""
     if os.path.isdir(path):

@@ -808,18 +808,10 @@ def wait_daemon_connected(images_dir, timeout=10):
     try:
         while True:
             if not pid_alive(pid):
-                sup = st.get('supervisor_pid')
-                if sup:
-                    try:
-                        wait_pid_exit(sup, 5)
-                    except HaulError:
-                        pass
-                final = read_state(state_path(images_dir, 'lazy-pages')) or {}
-                if final.get('rc') == 0:
+                why, final = _ended_daemon(images_dir, st.get('supervisor_pid'), address, port)
+                if why is None:
                     return final
-                raise HaulError('page-server', 'the lazy-pages daemon could not get the pages from %s:%s: %s'
-                                % (address, port, daemon_error(log) or final.get('error') or 'it exited'),
-                                log=log if os.path.exists(log) else None)
+                raise HaulError('page-server', why, log=log if os.path.exists(log) else None)
             if tcp_connected(pid, address, port):
                 return st
             if time.time() >= deadline:
@@ -930,11 +922,6 @@ def wait_transfer(images_dir, job, timeout, pid=None):
 
 # --------------------------------------------------------------------------- module logic: criu_dump lazy
 
-# CRIU versions asked by warm_up(), by criu binary path: a lazy dump inside a handoff's freeze
-# then neither imports pycriu nor starts a CRIU just to ask its version (~30 ms on the lab).
-_VERSIONS = {}
-
-
 # Lazy dumps prepared by warm_up(), by images directory, for dump_lazy() inside the freeze.
 _PREPARED = {}
 
@@ -948,9 +935,9 @@ def warm_up(params):
     dump is called off without having touched the container. A failing check prepares nothing:
     :func:`dump_lazy` meets it again and fails as it would have."""
     from ansible_collections.haul.live.plugins.module_utils import _criu  # pylint: disable=import-outside-toplevel
-    session = _criu.CriuSession(None, criu_path=params.get('criu_path'))
-    session.pycriu  # pylint: disable=pointless-statement
-    _VERSIONS[session.criu_path] = session.require_version()
+    # pycriu imported and CRIU's version asked now (it is kept for the process): a lazy dump inside
+    # the freeze then neither imports pycriu nor starts a CRIU just to ask (~30 ms on the lab)
+    session = _criu.open_session(None, criu_path=params.get('criu_path'))
     images_dir = os.path.abspath(params['images_dir'])
     old = _PREPARED.pop(images_dir, None)
     if old is not None:
@@ -961,7 +948,22 @@ def warm_up(params):
         prepared = None
     if isinstance(prepared, _PreparedLazyDump):
         _PREPARED[images_dir] = prepared
-    return _VERSIONS[session.criu_path]
+    return session.version()
+
+
+def lazy_argspec(ready_timeout=60):
+    """The argument spec of a ``lazy`` option (criu_dump, handoff, criu_restore's ``handoff.lazy``):
+    where the source's page server listens, its TLS, and how long to wait for it to be ready."""
+    return dict(type='dict', options=dict(
+        address=dict(type='str', required=True),
+        port=dict(type='int', default=27100),
+        tls=dict(type='bool', default=True),
+        tls_cacert=dict(type='path'),
+        tls_cert=dict(type='path'),
+        tls_key=dict(type='path', no_log=False),
+        tls_no_cn_verify=dict(type='bool', default=False),
+        ready_timeout=dict(type='int', default=ready_timeout),
+    ), required_together=[['tls_cert', 'tls_key']])
 
 
 def _tls_kwargs(lazy):
@@ -1032,10 +1034,8 @@ def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
     result = {'changed': False, 'images_dir': images_dir, 'tls': tls, 'security': security_of(tls),
               'lazy': {'address': lazy['address'], 'port': lazy['port'], 'tls': tls}}
 
-    session = _criu.CriuSession(images_dir, criu_path=params.get('criu_path'))
-    session.pycriu  # pylint: disable=pointless-statement
-    session._version = _VERSIONS.get(session.criu_path)  # pylint: disable=protected-access
-    criu_version = session.require_version()
+    session = _criu.open_session(images_dir, criu_path=params.get('criu_path'))
+    criu_version = session.version()
     result['criu_version'] = criu_version
 
     # Idempotence: a lazy dump of this images dir still serving pages, or finished.
@@ -1074,26 +1074,14 @@ def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
             raise HaulError('identify', 'container %s (cgroup %s) is %s: a lazy dump needs it running'
                             % (name, cg.path, 'stopped' if state == 'thawed' else state))
     recheck()
-    root = params.get('root') or _criu.detect_root(target['pid'], name)
-    if not root or not os.path.isdir(root):
-        raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host; pass root'
-                        % (name, target['pid']))
+    root = _criu.container_root(params, target['pid'], name)
     identity['root'] = root
     result['root'] = root
 
-    ok, why = _images.can_create(images_dir)
-    if not ok:
-        raise HaulError('images', why)
-    foreign = _images.foreign_entries(images_dir)
-    if foreign:
-        raise HaulError('images', '%s holds files that are not CRIU images (%s): use an empty or dedicated images '
-                        'directory' % (images_dir, ', '.join(foreign[:5])))
+    _images.require_usable(images_dir)
     estimate = int(_criu.tmpfs_usage(target['pid']) * _criu.DUMP_SIZE_FACTOR) + 16 * 1024 * 1024
-    free = _images.free_bytes(images_dir)
-    result.update(estimated_bytes=estimate, free_bytes=free)
-    if free < estimate:
-        raise HaulError('space', 'the filesystem of %s has %d MiB free, the lazy dump of %s needs about %d MiB'
-                        % (images_dir, free // 1048576, name, -(-estimate // 1048576)))
+    result.update(estimated_bytes=estimate,
+                  free_bytes=_images.require_space(images_dir, estimate, 'the lazy dump of ' + name))
 
     options = _criu.CriuOptions(
         lazy_pages=True, page_server={'address': lazy['address'], 'port': lazy['port']},
@@ -1163,11 +1151,9 @@ def _lazy_dumped(params, result, rep, images_dir, identity, criu_version, option
 
 # --------------------------------------------------------------------------- module logic: criu_restore lazy
 
-def _daemon_failure(images_dir, daemon):
-    """Why the lazy-pages daemon of ``images_dir`` failed (it no longer runs), or None."""
-    if not daemon or find_daemon(images_dir):
-        return None
-    sup = daemon.get('supervisor_pid')
+def _ended_daemon(images_dir, sup, address, port):
+    """After the lazy-pages daemon of ``images_dir`` ended: reap its supervisor ``sup`` and return
+    (None, final state) when it succeeded, else (why it failed, final state)."""
     if sup:
         try:
             wait_pid_exit(sup, 5)
@@ -1175,10 +1161,17 @@ def _daemon_failure(images_dir, daemon):
             pass
     final = read_state(state_path(images_dir, 'lazy-pages')) or {}
     if final.get('rc') == 0:
-        return None
+        return None, final
     log = os.path.join(images_dir, LAZY_PAGES_LOG)
-    return 'the lazy-pages daemon could not get the pages from %s:%s: %s' % (
-        daemon.get('address'), daemon.get('port'), daemon_error(log) or final.get('error') or 'it exited')
+    return ('the lazy-pages daemon could not get the pages from %s:%s: %s'
+            % (address, port, daemon_error(log) or final.get('error') or 'it exited')), final
+
+
+def _daemon_failure(images_dir, daemon):
+    """Why the lazy-pages daemon of ``images_dir`` failed (it no longer runs), or None."""
+    if not daemon or find_daemon(images_dir):
+        return None
+    return _ended_daemon(images_dir, daemon.get('supervisor_pid'), daemon.get('address'), daemon.get('port'))[0]
 
 
 def daemon_error(log):

@@ -33,10 +33,10 @@ from ansible_collections.haul.live.plugins.module_utils._criu import (
     CriuOptions,
     CriuSession,
     checkpoint_kwargs,
-    detect_root,
+    container_root,
+    open_session,
     page_server_kwargs,
     resolve_target,
-    root_candidates,
 )
 from ansible_collections.haul.live.plugins.module_utils._policy import Convergence
 
@@ -132,9 +132,8 @@ def prepare(params, images_dir, pycriu_mod=None, page_size=None, cgroup_mod=None
     if page_size is None:
         page_size = os.sysconf('SC_PAGE_SIZE')
     # CRIU, pycriu and the kernel first: without dirty tracking nothing is touched.
-    session = CriuSession(images_dir, criu_path=params.get('criu_path'), pycriu_mod=pycriu_mod)
-    session.pycriu  # pylint: disable=pointless-statement
-    criu_version = session.require_version()
+    session = open_session(images_dir, criu_path=params.get('criu_path'), pycriu_mod=pycriu_mod)
+    criu_version = session.version()
     features = check_dirty_tracking(session)
     policy = _policy_from(params, page_size)
     hint = params.get('transfer_bytes_per_s')
@@ -149,16 +148,7 @@ def prepare(params, images_dir, pycriu_mod=None, page_size=None, cgroup_mod=None
     if state != 'thawed':
         raise HaulError('identify', 'container %s (cgroup %s) is %s: pre-copy needs a running container'
                         % (name, cg.path, state))
-    root = params.get('root')
-    if root:
-        if not os.path.isdir(root):
-            raise HaulError('identify', 'root %s is not a directory' % root)
-    else:
-        root = detect_root(target['pid'], name)
-        if not root:
-            tried = ', '.join(root_candidates(name)) or '-'
-            raise HaulError('identify', 'cannot find the root directory of %s (pid %d) on this host: tried %s and '
-                            '/proc/%d/mountinfo; pass root' % (name, target['pid'], tried, target['pid']))
+    root = container_root(params, target['pid'], name)
     old_rounds = _check_images_dir(images_dir, images_mod)
     _options(params, target, root, None)  # validates the options before anything runs
     return {'params': params, 'images_dir': images_dir, 'session': session, 'criu_version': criu_version,

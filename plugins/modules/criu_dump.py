@@ -313,7 +313,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, page_server_argspec
-from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec  # post-copy (issue 5)
 
 
 def main():
@@ -326,16 +326,7 @@ def main():
             freezer=dict(type='str', choices=['auto', 'v1', 'v2'], default='auto'),
             parent_images=dict(type='path'),
             # --- post-copy (issue 5)
-            lazy=dict(type='dict', options=dict(
-                address=dict(type='str', required=True),
-                port=dict(type='int', default=27100),
-                ready_timeout=dict(type='int', default=60),
-                tls=dict(type='bool', default=True),
-                tls_cacert=dict(type='path'),
-                tls_cert=dict(type='path'),
-                tls_key=dict(type='path'),
-                tls_no_cn_verify=dict(type='bool', default=False),
-            ), required_together=[['tls_cert', 'tls_key']]),
+            lazy=lazy_argspec(),
             # --- end post-copy
             checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
             force=dict(type='bool', default=False),

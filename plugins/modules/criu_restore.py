@@ -303,7 +303,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images, _postcopy
 from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
 from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
-from ansible_collections.haul.live.plugins.module_utils._postcopy import restore_lazy  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, restore_lazy  # post-copy (issue 5)
 
 
 def main():
@@ -328,16 +328,7 @@ def main():
                 commit_timeout=dict(type='int'),
                 min_criu_version=dict(type='str'),
                 expected_bytes=dict(type='int', default=0),
-                lazy=dict(type='dict', options=dict(
-                    address=dict(type='str', required=True),
-                    port=dict(type='int', default=27100),
-                    tls=dict(type='bool', default=True),
-                    tls_cacert=dict(type='path'),
-                    tls_cert=dict(type='path'),
-                    tls_key=dict(type='path', no_log=False),
-                    tls_no_cn_verify=dict(type='bool', default=False),
-                    ready_timeout=dict(type='int', default=30),
-                ), required_together=[['tls_cert', 'tls_key']]),
+                lazy=lazy_argspec(ready_timeout=30),
             )),
         ),
         required_by={'handoff': ('cgroup', 'name')},

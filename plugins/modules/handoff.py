@@ -330,7 +330,7 @@ from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images,
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
-from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy
+from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec
 
 
 def main():
@@ -350,16 +350,7 @@ def main():
             sync_rootfs=dict(type='bool', default=True),
             rootfs_dest=dict(type='path'),
             bwlimit_kib=dict(type='int'),
-            lazy=dict(type='dict', options=dict(
-                address=dict(type='str', required=True),
-                port=dict(type='int', default=27100),
-                tls=dict(type='bool', default=True),
-                tls_cacert=dict(type='path'),
-                tls_cert=dict(type='path'),
-                tls_key=dict(type='path', no_log=False),
-                tls_no_cn_verify=dict(type='bool', default=False),
-                ready_timeout=dict(type='int', default=60),
-            ), required_together=[['tls_cert', 'tls_key']]),
+            lazy=lazy_argspec(),
             precopy=dict(type='dict', options=dict(
                 max_rounds=dict(type='int', default=8),
                 min_pages=dict(type='int', default=64),
