@@ -58,6 +58,7 @@ import subprocess
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils import _network
 
 MIN_CRIU_VERSION = (4, 0, 0)
 PACKAGE_HINT = 'install criu >= 4.0 and python3-pycriu (python3-criu on Fedora/RHEL)'
@@ -917,8 +918,13 @@ def all_stopped(pids, proc='/proc'):
     return seen
 
 
-def _rescue_source(cg, timeout):
-    """After a failed dump: make sure the container's cgroup is not left frozen."""
+def _rescue_source(cg, timeout, pid=None):
+    """After a failed dump: make sure the container's cgroup is not left frozen, and its network
+    not left locked (a CRIU that died mid-dump leaves its nftables lock behind)."""
+    try:
+        _network.reopen(pid, pids=cg.pids())  # before its tasks run (see _network.repair_off)
+    except HaulError:
+        pass
     try:
         cg.thaw(timeout=timeout)
     except HaulError:
@@ -992,10 +998,13 @@ def dump_container(params, check_mode=False, diff=False):
         raise HaulError('identify', 'container %s (cgroup %s) is %s but its images in %s are not a complete dump '
                         'of it: thaw it first (cgroup_thaw) or dump it elsewhere'
                         % (name, cg.path, state, images_dir))
+    result['sockets'] = checked_sockets(name, target['pids'], criu_version)
 
     root = container_root(params, target['pid'], name)
     identity['root'] = root
     result['root'] = root
+    # its veths, addresses and bridges: the restore recreates them (docs/networking.md)
+    identity['network'] = result['network'] = _network.describe(target['pid'], step='identify')
 
     # Images directory and free space.
     _images.require_usable(images_dir)
@@ -1025,7 +1034,7 @@ def dump_container(params, check_mode=False, diff=False):
     try:
         res = session.dump(options)
     except HaulError:
-        _rescue_source(cg, timeout)
+        _rescue_source(cg, timeout, target['pid'])
         raise
     result['log_path'] = res['log_path']
     result['duration'] = round(res['duration'], 3)
@@ -1039,6 +1048,10 @@ def dump_container(params, check_mode=False, diff=False):
                 raise HaulError('hold', 'the dump succeeded but the source could not be held frozen (%s); '
                                 'it was resumed' % e.cause)
         _hold_frozen(hold_cg, timeout, cgroup_mod)
+    if params['hold'] != 'running':
+        # held for a migration: its host ends go down, so that the frozen source answers no ARP
+        # while the copy elsewhere takes over its address (cgroup_thaw's sigcont reopens them)
+        _network.fence(identity['network'])
     result['hold'] = params['hold']
     try:
         manifest = _images.create_manifest(images_dir, 'dump', identity, criu_version,
@@ -1048,6 +1061,17 @@ def dump_container(params, check_mode=False, diff=False):
         raise HaulError('manifest', 'cannot write the manifest of %s: %s' % (images_dir, e))
     result.update(_done_result(images_dir, manifest, _images))
     return result
+
+
+def checked_sockets(name, pids, criu_version):
+    """The TCP/UDP sockets the container holds (``_sockets.count_sockets``: what a migration
+    carries); HaulError('sockets', ...) before any freeze when this CRIU cannot dump them on this
+    kernel (``_sockets.refusal``)."""
+    from ansible_collections.haul.live.plugins.module_utils import _sockets  # pylint: disable=import-outside-toplevel
+    why = _sockets.refusal(_hostname(), name, pids, criu_version)
+    if why:
+        raise HaulError('sockets', why)
+    return _sockets.count_sockets(pids)
 
 
 def _dump_diff_state(container, images):
@@ -1264,6 +1288,8 @@ def restore_container(params, check_mode=False, diff=False):
 
     root = restore_root(params, name)
     result['root'] = root
+    network = result['network'] = ident.get('network')
+    _network.require_restorable(network, step='restore')
 
     result['changed'] = True
     if diff:
@@ -1273,7 +1299,7 @@ def restore_container(params, check_mode=False, diff=False):
 
     options = CriuOptions(
         root=root,
-        external=list(params.get('external') or []),
+        external=list(params.get('external') or []) + _network.criu_externals(network),
         network_lock=params.get('network_lock') or 'nftables',
         tcp_established=bool(params.get('tcp_established')),
         tcp_close=bool(params.get('tcp_close')) or None,
@@ -1296,9 +1322,14 @@ def restore_container(params, check_mode=False, diff=False):
     result.update(log_path=res['log_path'], duration=round(res['duration'], 3), pid=pid)
     try:
         _check_restored(pid, cgroup_path, params.get('check_timeout', 5))
+        if params.get('hold') == 'stopped':
+            _network.prepare_links(network)  # up, on no bridge: it goes live at the commit
     except HaulError:
         _cleanup_restore(cgroup_path, existed, cgroup_mod)
         raise
+    if params.get('hold') != 'stopped':
+        # CRIU resumed the tree: it goes on the network now
+        result['announced'] = _network.go_live(network, None, pid)
     _write_marker(images_dir, {'pid': pid, 'starttime': proc_starttime(pid), 'host': _hostname(),
                                'root': root, 'time': time.time()})
     result['stats'] = _images.summarize_stats(_images.read_stats(images_dir, 'restore'))
@@ -1492,6 +1523,10 @@ def gather_facts(params):
     facts['lazy_pages_possible'] = bool(feats.get('uffd_noncoop') and feats.get('lazy_pages', True)
                                         and facts['pipe_max_size_ok'])
     facts['precopy_possible'] = bool(feats.get('mem_dirty_track'))
+    from ansible_collections.haul.live.plugins.module_utils import _compat  # pylint: disable=import-outside-toplevel
+    facts['sockets_supported'], why = _compat.sockets_support(facts['kernel'], facts.get('criu_version'))
+    if why:
+        facts['sockets_reason'] = why
     if feats and not feats.get('mem_dirty_track'):
         facts['precopy_impossible_reason'] = ('the kernel has no memory dirty tracking '
                                               '(built without CONFIG_MEM_SOFT_DIRTY)')

@@ -31,6 +31,8 @@ import time
 
 from ansible_collections.haul.live.plugins.module_utils import _cgroup
 from ansible_collections.haul.live.plugins.module_utils import _criu
+from ansible_collections.haul.live.plugins.module_utils import _network
+from ansible_collections.haul.live.plugins.module_utils import _sockets
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 
@@ -45,7 +47,7 @@ def container_state(cg, pids):
 
 
 def describe(found):
-    """Add state, memory and root to one entry of :func:`_cgroup.discover_containers`."""
+    """Add state, memory, root, TCP/UDP sockets and network to one entry of :func:`_cgroup.discover_containers`."""
     cg = _cgroup.Cgroup(found['cgroup'], version=found['version'], step='discover')
     pids = found['pids']
     init = found['init_pid']
@@ -62,7 +64,25 @@ def describe(found):
         'rss_bytes': rss,
         'tmpfs_bytes': tmpfs,
         'root': _criu.detect_root(init, found['name']),
+        'sockets': _sockets.count_sockets(pids),
+        'network': _network.inspect(init, step='discover'),
+        'non_root_processes': non_root_processes(pids),
     }
+
+
+def non_root_processes(pids, proc='/proc'):
+    """How many of ``pids`` run with a user or group ID other than 0 (real, effective, saved or
+    filesystem). CRIU, running as root, reads their rlimits with prlimit(2), which needs
+    CAP_SYS_RESOURCE for them (``criu_check``'s ``cap_sys_resource``)."""
+    count = 0
+    for pid in pids:
+        st = _criu.proc_status(pid, proc)
+        if st is None:
+            continue
+        ids = (st.get('Uid') or '').split() + (st.get('Gid') or '').split()
+        if any(x != '0' for x in ids):
+            count += 1
+    return count
 
 
 def list_containers(parent=_cgroup.DEFAULT_PARENT, names=None, with_pids=False):

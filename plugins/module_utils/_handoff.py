@@ -46,6 +46,7 @@ import threading
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils import _network
 
 # States a destination reports, in order. A status with "final" ends the conversation: running
 # for stop-and-copy; for post-copy, complete (every page moved) or lost (the transfer broke
@@ -570,7 +571,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     committed = False
     resumed = False
     frozen_at = t_running = None
-    dumped = None
+    dumped = catcher = None
     guard_signals()
     try:
         relay.start()
@@ -593,6 +594,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             dump_params['parent_images'] = precopied['parent_images']
         t_precopied = time.time()
         rootfs = _before_lazy_freeze(params, dump_params, rsync, transport_mod, postcopy_mod) if lazy else None
+        catcher = _catch_clients(params, cgroup_mod) if params.get('replay', True) else None
 
         # ---- critical section: from here the container is frozen ---------------------------
         frozen_at = time.time()
@@ -621,6 +623,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         t_running = time.time()
         resumed = True
         # ---- end of the critical section: the container runs on the destination ---------------
+        replayed = catcher.release() if catcher else 0
         restore_stats = st.get('stats')
         if lazy:
             # post-copy: its memory is still moving; the destination says when every page is there
@@ -649,11 +652,15 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             if lazy and postcopy_mod is not None:
                 postcopy_mod.stop_lazy_dump(params['images_dir'])
             err.details['source_state'] = _rollback(params, dumped, cgroup_mod)
+            if catcher and err.details['source_state'] == 'running':
+                catcher.release()  # what its clients sent meanwhile reaches it at once
             if precopy:
                 images_mod.remove(images_mod.precopy_dir(params['images_dir']))
             if err.details['source_state'] == 'running':
                 err.cause += '; rolled back: %s runs on the source again' % (params.get('name') or 'the container')
         err.details['frozen_ms'] = ms(frozen_at, t_running if resumed else time.time()) if frozen_at else 0
+        if catcher:
+            catcher.close()
         relay.close()
         cm.close(target, run_command)
         raise err
@@ -690,8 +697,26 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         dump_stats=dumped.get('stats'),
         restore_stats=restore_stats,
         source_cleanup=cleanup,
+        # what moved besides memory: its TCP/UDP sockets (established ones carried), its veths
+        sockets=dumped.get('sockets'),
+        tcp_connections=(dumped.get('sockets') or {}).get('tcp_established', 0),
+        tcp_replayed=replayed,
+        network=dumped.get('network'),
     )
     return result
+
+
+def _catch_clients(params, cgroup_mod):
+    """A started :class:`_network.Catcher` for the container's clients (what its freeze drops is
+    sent again once it runs), or None for a container without veths or when it cannot start."""
+    try:
+        pids = cgroup_mod.Cgroup(params['cgroup']).pids() if params.get('cgroup') else [params.get('pid')]
+        network = _network.inspect(pids[0]) if pids and pids[0] else None
+        if not _network.interfaces(network):
+            return None
+        return _network.Catcher(network).start()
+    except (HaulError, OSError):
+        return None
 
 
 def _precopy_summary(precopied):
@@ -715,6 +740,11 @@ def _rollback(params, dumped, cgroup_mod):
             cg = cgroup_mod.Cgroup.from_pid(params['pid'])
         else:
             return 'unknown'
+        pids = cg.pids()
+        # its clients reach it again: host ends up, CRIU's network lock gone (even if CRIU died),
+        # its connections out of the repair mode that a dump leaving it stopped keeps them in -
+        # before it runs: a task reading a socket still in repair mode would drop the connection
+        _network.reopen((dumped or {}).get('pid') or (pids[0] if pids else None), pids=pids)
         cg.thaw(timeout=params.get('freeze_timeout') or 10)
         if dumped:
             cgroup_mod.sigcont_tree(cg.pids())
@@ -795,7 +825,11 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
     cmd = rx.wait((COMMIT,), ho.get('commit_timeout') or rx.timeout)
     cg = cgroup_mod.Cgroup(res['cgroup'])
     if cmd == COMMIT:
-        cgroup_mod.sigcont_tree(cg.pids())
+        # on the network (bridge, link up), resumed, announced (gratuitous ARP): docs/networking.md
+        try:
+            res['announced'] = _network.go_live(res.get('network'), lambda: cgroup_mod.sigcont_tree(cg.pids()), pid)
+        except HaulError as e:
+            res['warnings'] = ['%s: the container runs here, but is not reachable until that is fixed' % e.msg]
         rx.status(RUNNING, final=not lazy, pid=pid, stats=res.get('stats'))
         res['state'] = RUNNING
         res['handoff'] = 'committed'

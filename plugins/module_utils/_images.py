@@ -86,7 +86,8 @@ MANIFEST_TMP = 'manifest.json.tmp'
 FORMAT = 1
 KINDS = ('dump', 'predump', 'lazy')
 DIR_MODE = 0o700
-IDENTITY_KEYS = ('name', 'cgroup', 'root', 'init_pid', 'host')
+# network: the container's veths, addresses and bridges (_network.describe), for the restore
+IDENTITY_KEYS = ('name', 'cgroup', 'root', 'init_pid', 'host', 'network')
 _EXCLUDED_NAMES = (MANIFEST, MANIFEST_TMP, 'stats-restore', 'stats-restore.img', 'restore.json',
                    'restore.json.tmp')
 _EXCLUDED_SUFFIXES = ('.log', '.socket', '.sock')
@@ -217,11 +218,11 @@ def sha256_file(path):
 
 # --------------------------------------------------------------------------- manifest
 
-def make_identity(name, cgroup=None, root=None, init_pid=None, host=None):
+def make_identity(name, cgroup=None, root=None, init_pid=None, host=None, network=None):
     if cgroup is not None and not cgroup.startswith('/'):
         cgroup = '/' + cgroup
     return {'name': name, 'cgroup': cgroup, 'root': root, 'init_pid': init_pid,
-            'host': host if host is not None else socket.gethostname()}
+            'host': host if host is not None else socket.gethostname(), 'network': network}
 
 
 def build_manifest(path, kind, identity, criu_version, kernel=None, parent=None, created=None,

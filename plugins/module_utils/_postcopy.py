@@ -75,6 +75,7 @@ import subprocess
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils._criu import telling_error
 
 DEFAULT_PORT = 27100
@@ -1074,9 +1075,11 @@ def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
             raise HaulError('identify', 'container %s (cgroup %s) is %s: a lazy dump needs it running'
                             % (name, cg.path, 'stopped' if state == 'thawed' else state))
     recheck()
+    result['sockets'] = _criu.checked_sockets(name, target['pids'], criu_version)
     root = _criu.container_root(params, target['pid'], name)
     identity['root'] = root
     result['root'] = root
+    identity['network'] = result['network'] = _network.describe(target['pid'], step='identify')
 
     _images.require_usable(images_dir)
     estimate = int(_criu.tmpfs_usage(target['pid']) * _criu.DUMP_SIZE_FACTOR) + 16 * 1024 * 1024
@@ -1108,12 +1111,11 @@ def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
         try:
             rep = dump.go()
         except HaulError:
-            try:
-                cg.thaw(timeout=params.get('freeze_timeout') or 10)
-            except HaulError:
-                pass
+            _criu._rescue_source(cg, params.get('freeze_timeout') or 10, target['pid'])  # pylint: disable=protected-access
             raise
-        return _lazy_dumped(params, result, rep, images_dir, identity, criu_version, options)
+        done = _lazy_dumped(params, result, rep, images_dir, identity, criu_version, options)
+        _network.fence(identity['network'])
+        return done
 
     if prepare:
         dump.armed()
@@ -1243,7 +1245,8 @@ def restore_lazy(params, check_mode=False, diff=False):
         if params.get('hold') == 'stopped':
             result['state'] = 'restored'
         else:
-            cgroup_mod.sigcont_tree(pids)
+            result['announced'] = _network.go_live(result.get('network'), lambda: cgroup_mod.sigcont_tree(pids),
+                                                   result.get('pid'))
             result['state'] = 'running'
     if daemon:
         result['lazy_pages_pid'] = daemon.get('pid')

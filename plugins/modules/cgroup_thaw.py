@@ -30,6 +30,18 @@ options:
       - Use it to resume a source container after a dump with C(leave_stopped), for a rollback.
     type: bool
     default: false
+  unlock_network:
+    description:
+      - Give the container its network back before it runs again, as a dump that held it for a migration
+        left it - bring the host ends of its veths up, remove CRIU's nftables network lock (the
+        tables C(inet CRIU-*)) from its network namespace, and take its TCP connections out of the
+        repair mode that such a dump leaves them in (where they neither send nor acknowledge
+        anything).
+      - Use it with O(sigcont) to roll back a migration of a networked container, also after a
+        CRIU that was killed in the middle of a dump. Containers without a network namespace of
+        their own are left alone.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.freezer
@@ -59,6 +71,12 @@ EXAMPLES = r'''
   haul.live.cgroup_thaw:
     pid: "{{ dump.root_pid }}"
     sigcont: true
+
+- name: Roll back a networked container (its clients reach it again)
+  haul.live.cgroup_thaw:
+    cgroup: haul/web1
+    sigcont: true
+    unlock_network: true
 
 - name: Thaw only the v1 freezer cgroup
   haul.live.cgroup_thaw:
@@ -105,6 +123,23 @@ resumed:
   returned: success
   type: int
   sample: 0
+unlocked:
+  description: CRIU's network-lock tables removed from the container's network namespace (would be, in check mode).
+  returned: success, with O(unlock_network=true)
+  type: list
+  elements: str
+  sample: [CRIU-1a2b3c]
+tcp_repaired:
+  description: TCP sockets of the container set out of repair mode (null in check mode, where it is not known).
+  returned: success, with O(unlock_network=true)
+  type: int
+  sample: 2
+links_up:
+  description: Host ends of the container's veths brought up (would be, in check mode).
+  returned: success, with O(unlock_network=true)
+  type: list
+  elements: str
+  sample: [hv0a1b2c3d]
 failed_step:
   description: The step that failed (V(thaw)).
   returned: failure
@@ -117,6 +152,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._cgroup import (
     FREEZER_RULES, freezer_argspec, from_params, sigcont_tree, stopped_pids)
+from ansible_collections.haul.live.plugins.module_utils._network import reopen
 
 
 def main():
@@ -124,6 +160,7 @@ def main():
         argument_spec=dict(
             freezer_argspec(),
             sigcont=dict(type='bool', default=False),
+            unlock_network=dict(type='bool', default=False),
         ),
         **FREEZER_RULES,
         supports_check_mode=True,
@@ -132,6 +169,11 @@ def main():
     try:
         cg = from_params(p['cgroup'], p['pid'], p['version'], step='thaw')
         before = cg.state()
+        opened = None
+        if p['unlock_network']:
+            # before its tasks run: one reading a socket still in repair mode would drop the connection
+            pids = cg.pids()
+            opened = reopen(pids[0] if pids else None, check_mode=module.check_mode, pids=pids)
         changed = cg.thaw(timeout=p['timeout'], check_mode=module.check_mode)
         resumed = 0
         if p['sigcont']:
@@ -139,6 +181,9 @@ def main():
             resumed = len(stopped) if module.check_mode else sigcont_tree(stopped)
             changed = changed or bool(resumed)
         result = cg.info()
+        if opened is not None:
+            result.update(unlocked=opened['unlocked'], links_up=opened['links'], tcp_repaired=opened['repaired'])
+            changed = changed or bool(opened['unlocked'] or opened['links'] or opened['repaired'])
     except HaulError as e:
         fail(module, e)
     after = 'thawed' if changed and before != 'thawed' else before

@@ -147,6 +147,34 @@ containers:
       description: Its root directory on this host, or null when it cannot be told.
       type: str
       sample: /var/lib/haul/containers/web1/rootfs
+    sockets:
+      description:
+        - The TCP and UDP sockets its processes hold, counted once each - C(tcp_listen), C(tcp_established),
+          C(tcp_other) (TCP in another state, such as C(SYN_SENT) or C(CLOSE_WAIT)), C(udp) and C(total).
+        - "How: the socket inodes of the descriptors of its processes (C(/proc/PID/fd/N) reads C(socket:[INODE])),
+          looked up in C(/proc/PID/net/tcp), C(tcp6), C(udp) and C(udp6) of its network namespace. Unix and
+          netlink sockets are not counted."
+        - CRIU before 4.2 cannot dump TCP or UDP sockets on a kernel >= 6.16 (see M(haul.live.criu_check)'s
+          C(sockets_supported)), so the preflight checks refuse to move a container with a non-zero C(total) there.
+      type: dict
+      sample: {tcp_listen: 1, tcp_established: 2, tcp_other: 0, udp: 0, total: 3}
+    non_root_processes:
+      description:
+        - How many of its processes run with a user or group ID other than 0. CRIU reads their rlimits with
+          C(prlimit), which needs C(CAP_SYS_RESOURCE) for them; preflight refuses such a container on a host that
+          lacks it (M(haul.live.criu_check)'s C(cap_sys_resource)).
+      type: int
+      sample: 0
+    network:
+      description:
+        - Its network namespace's devices, as a migration recreates them (see docs/networking.md); null when it
+          shares this host's network namespace.
+        - C(interfaces) - its veths whose other end is on this host, each with C(name), C(mac), C(mtu),
+          C(addresses) (IPv4, with prefix length), C(host_end) and C(bridge) (the host end's bridge, or null).
+        - C(other) - devices a migration cannot carry (anything but loopback and such veths); preflight refuses them.
+      type: dict
+      sample: {interfaces: [{name: eth0, kind: veth, mac: "02:48:c6:12:00:65", mtu: 1500, addresses: [198.18.0.101/24],
+                             host_end: hv-web1, bridge: br0}], other: []}
     dirty_rate_bytes_s:
       description:
         - Bytes per second its processes dirtied during O(dirty_rate_ms), summed over them; null

@@ -21,6 +21,7 @@ description:
   - Kernel features, by CRIU's RPC C(FEATURE_CHECK) and C(criu check --feature NAME) - memory dirty tracking
     (pre-copy), userfaultfd (post-copy), time namespaces, the nftables network lock, TCP repair, and others.
   - The cgroup layout (v2, v1 or hybrid) and whether a freezer is available.
+  - Whether this CRIU can dump TCP and UDP sockets on this kernel (a kernel >= 6.16 needs CRIU >= 4.2).
   - Whether C(fs.pipe-max-size) is high enough for lazy pages (8388608, unless CRIU has CAP_SYS_RESOURCE).
   - CPU information, plus CRIU's C(cpuinfo.img) (base64), so that two hosts can be compared; with
     O(cpuinfo_check_image) or O(cpuinfo_check_dir) it runs CRIU's C(cpuinfo check) against another host's image.
@@ -158,6 +159,22 @@ ansible_facts:
           description: Why pre-copy is impossible, naming the kernel option.
           type: str
           returned: when pre-copy is impossible
+        sockets_supported:
+          description:
+            - Whether this CRIU can dump (and so move) TCP and UDP sockets on this kernel.
+            - Linux 6.16 restricted C(SO_PASSCRED) and C(SO_PASSSEC) to unix, netlink and bluetooth sockets, and
+              CRIU before 4.2 cannot dump a TCP or UDP socket there (C(Can't get 1:16 opt - Operation not
+              supported)). So it is false on a kernel >= 6.16 with CRIU < 4.2 (or a CRIU of unknown version),
+              true otherwise. A container without TCP or UDP sockets moves either way.
+          type: bool
+          sample: true
+        sockets_reason:
+          description: Why CRIU cannot dump TCP or UDP sockets here, naming both versions and what to install.
+          type: str
+          returned: when RV(ansible_facts.haul_criu.sockets_supported) is false
+          sample: >-
+            CRIU 4.1.1 cannot dump TCP or UDP sockets on kernel 6.18 (kernel >= 6.16 needs CRIU >= 4.2):
+            install CRIU >= 4.2
         lazy_pages_possible:
           description: userfaultfd (non-cooperative) is available and pipe-max-size is high enough (post-copy).
           type: bool

@@ -26,6 +26,9 @@ description:
   - Before anything is frozen, the free space of the images filesystem is compared with an estimate
     of the dump size (the sum of the resident memory of the container's processes plus the contents
     of its tmpfs mounts, times 1.1). The module fails if it does not fit.
+  - Before anything is frozen too, when this CRIU cannot dump TCP or UDP sockets on this kernel (a kernel
+    >= 6.16 needs CRIU >= 4.2), the module counts the container's TCP and UDP sockets and fails if it holds
+    any, with a sentence naming the host, the container, the number of sockets and both versions.
   - Runs on the host that runs the container, as root, with criu >= 4.0 and python3-pycriu.
 author:
   - haul.live developers (@haul-live)
@@ -238,6 +241,24 @@ root:
   returned: success
   type: str
   sample: /var/lib/haul/containers/web1/rootfs
+sockets:
+  description: The TCP and UDP sockets the container holds (C(tcp_listen), C(tcp_established), C(tcp_other),
+    C(udp), C(total)), counted before the freeze; see M(haul.live.container_info).
+  returned: success, when a dump was made
+  type: dict
+  sample: {tcp_listen: 1, tcp_established: 2, tcp_other: 0, udp: 0, total: 3}
+network:
+  description:
+    - The container's network as the restore recreates it, also recorded in the manifest
+      (C(identity.network)); null when the container shares the host's network namespace.
+    - C(interfaces) lists its veths, each with C(name) (inside), C(mac), C(addresses), C(host_end)
+      (the other end, on this host) and C(bridge) (the host end's bridge). See docs/networking.md.
+    - While the source is held for a migration, the host ends are down (it answers no ARP); a
+      rollback with M(haul.live.cgroup_thaw) O(haul.live.cgroup_thaw#module:unlock_network=true) brings them up again.
+  returned: success
+  type: dict
+  sample: {interfaces: [{name: eth0, kind: veth, mac: "02:48:c6:12:00:65", mtu: 1500, addresses: [198.18.0.101/24],
+                         host_end: hv1a2b3c4d, bridge: br0}], other: []}
 hold:
   description: What the source is left as (frozen, stopped or running).
   returned: success

@@ -239,6 +239,21 @@ root:
   description: The root directory it was restored with.
   returned: success
   type: str
+network:
+  description:
+    - The container's network, from the images' manifest (see M(haul.live.criu_dump)); null when it
+      had no network namespace of its own.
+    - Each veth is recreated with its host end on this host, under the same name, and put on the
+      same bridge, which must exist here. The host end stays down and off the bridge while the
+      container is held stopped (a handoff), and goes up when it resumes.
+  returned: success
+  type: dict
+announced:
+  description: Gratuitous ARP frames sent from inside the container after it resumed, so that the
+    segment learns its new port at once.
+  returned: success, when the container resumed here and has a veth
+  type: int
+  sample: 2
 state:
   description: C(running) after the restore.
   returned: success, not in check mode

@@ -170,6 +170,15 @@ options:
     description: Keep the source's images after a successful migration (for debugging).
     type: bool
     default: false
+  replay:
+    description:
+      - For a container with veths - catch, on this host's bridge, the TCP segments its clients send
+        while it is frozen (CRIU's network lock drops them), and send them again as soon as it runs on
+        the destination (or here again, after a rollback), so that the clients do not wait for their
+        retransmission timers (at least 200 ms, doubling). See docs/networking.md.
+      - Only TCP is sent again; a segment the container already had is dropped by its TCP stack.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.container
@@ -306,6 +315,30 @@ source_cleanup:
   description: What was done to the source copy after success (C(killed), C(images_removed)).
   returned: success
   type: dict
+sockets:
+  description: The TCP and UDP sockets the container held when it was dumped (C(tcp_listen),
+    C(tcp_established), C(tcp_other), C(udp), C(total)); see M(haul.live.container_info).
+  returned: success
+  type: dict
+  sample: {tcp_listen: 1, tcp_established: 2, tcp_other: 0, udp: 0, total: 3}
+tcp_connections:
+  description: Established TCP connections carried to the destination (with O(tcp_established)).
+  returned: success
+  type: int
+  sample: 2
+tcp_replayed:
+  description:
+    - TCP segments that the container's clients sent while it was frozen, caught on this host's bridge
+      and sent again once it ran on the destination, so that the clients need not wait for their
+      retransmission timers (at least 200 ms, doubling). See docs/networking.md.
+  returned: success
+  type: int
+  sample: 3
+network:
+  description: The container's veths, addresses and bridges, recreated on the destination (see
+    M(haul.live.criu_dump)'s C(network) and docs/networking.md); null without a network namespace of its own.
+  returned: success
+  type: dict
 source_state:
   description:
     - On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen,
@@ -359,6 +392,7 @@ def main():
                 pre_dump_mode=dict(type='str', default='splice', choices=['splice', 'read']),
             )),
             keep_images=dict(type='bool', default=False),
+            replay=dict(type='bool', default=True),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid']],

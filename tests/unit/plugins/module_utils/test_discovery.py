@@ -221,3 +221,13 @@ def test_self_test_on_this_kernel_gives_a_bool():
 def test_measure_on_this_process_without_tracking_is_none():
     res = d.measure_dirty_rate([os.getpid()], 10, False)
     assert res['dirty_rate_bytes_s'] is None
+
+
+def test_non_root_processes_counts_any_id_other_than_root(tmp_path):
+    for pid, uid, gid in ((10, '0\t0\t0\t0', '0\t0\t0\t0'), (11, '105\t105\t105\t105', '0\t0\t0\t0'),
+                          (12, '0\t0\t0\t0', '0\t33\t0\t0')):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / 'status').write_text('Name:\tx\nPid:\t%d\nUid:\t%s\nGid:\t%s\n' % (pid, uid, gid))
+    # 13 is gone: not counted
+    assert d.non_root_processes([10, 11, 12, 13], proc=str(tmp_path)) == 2
+    assert d.non_root_processes([10], proc=str(tmp_path)) == 0

@@ -138,7 +138,7 @@ def test_manifest_round_trip(tmp_path):
     assert loaded['format'] == 1
     assert loaded['kind'] == 'dump'
     assert loaded['identity'] == {'name': 'ct1', 'cgroup': '/haul/ct1', 'root': '/var/lib/haul/containers/ct1/rootfs',
-                                  'init_pid': 40, 'host': 'node1'}
+                                  'init_pid': 40, 'host': 'node1', 'network': None}
     assert loaded['criu_version'] == '4.1.1'
     assert loaded['kernel'] == '6.18.0'
     assert loaded['created'].endswith('Z')
