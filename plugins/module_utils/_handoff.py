@@ -46,6 +46,7 @@ import threading
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils import _frames
 from ansible_collections.haul.live.plugins.module_utils import _network
 
 # States a destination reports, in order. A status with "final" ends the conversation: running
@@ -707,14 +708,14 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
 
 
 def _catch_clients(params, cgroup_mod):
-    """A started :class:`_network.Catcher` for the container's clients (what its freeze drops is
+    """A started :class:`_frames.Catcher` for the container's clients (what its freeze drops is
     sent again once it runs), or None for a container without veths or when it cannot start."""
     try:
         pids = cgroup_mod.Cgroup(params['cgroup']).pids() if params.get('cgroup') else [params.get('pid')]
         network = _network.inspect(pids[0]) if pids and pids[0] else None
         if not _network.interfaces(network):
             return None
-        return _network.Catcher(network).start()
+        return _frames.Catcher(network).start()
     except (HaulError, OSError):
         return None
 

@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.haul.live.plugins.module_utils import _frames
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
@@ -75,7 +76,7 @@ def test_lock_tables_finds_only_criu_inet_tables():
 
 
 def test_garp_frame_layout():
-    frame = _network.garp_frame('02:48:c6:12:00:65', '198.18.0.101')
+    frame = _frames.garp_frame('02:48:c6:12:00:65', '198.18.0.101')
     assert len(frame) == 42
     assert frame[:6] == b'\xff' * 6 and frame[6:12] == bytes.fromhex('0248c6120065')
     assert struct.unpack('!H', frame[12:14])[0] == 0x0806
@@ -123,14 +124,14 @@ def test_a_malformed_description_is_refused(bad):
 
 
 def test_arp_probe_and_reply_frames():
-    probe = _network.arp_probe_frame('02:48:c6:12:00:0c', '198.18.0.101')
+    probe = _frames.arp_probe_frame('02:48:c6:12:00:0c', '198.18.0.101')
     assert len(probe) == 42 and probe[28:32] == b'\0\0\0\0'  # sender 0.0.0.0: nobody learns from it
     assert probe[38:42] == bytes([198, 18, 0, 101])
     reply = (bytes.fromhex('0248c612000c') + bytes.fromhex('0248c6120065') + b'\x08\x06'
              + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 2) + bytes.fromhex('0248c6120065') + bytes([198, 18, 0, 101])
              + bytes.fromhex('0248c612000c') + b'\0\0\0\0')
-    assert _network.parse_arp_reply(reply) == ('198.18.0.101', '02:48:c6:12:00:65')
-    assert _network.parse_arp_reply(probe) is None  # a request, not a reply
+    assert _frames.parse_arp_reply(reply) == ('198.18.0.101', '02:48:c6:12:00:65')
+    assert _frames.parse_arp_reply(probe) is None  # a request, not a reply
 
 
 def test_a_container_in_this_namespace_has_no_network_to_carry():
@@ -290,7 +291,8 @@ def test_catcher_sends_again_what_the_freeze_dropped(two_namespaces):
                                     stdout=subprocess.PIPE, universal_newlines=True)
         assert listener.stdout.readline().strip() == 'up'
         prog = ('import json, sys, time\nfrom ansible_collections.haul.live.plugins.module_utils import _network as n\n'
-                'net = n.describe(int(sys.argv[1]))\nc = n.Catcher(net).start()\nn.fence(net)\n'
+                'from ansible_collections.haul.live.plugins.module_utils import _frames\n'
+                'net = n.describe(int(sys.argv[1]))\nc = _frames.Catcher(net).start()\nn.fence(net)\n'
                 'print("fenced", flush=True)\nsys.stdin.readline()\ntime.sleep(1.5)\n'
                 'n.set_up(net)\ntime.sleep(0.05)\nprint(json.dumps({"sent": c.release()}), flush=True)\n')
         host = subprocess.Popen(['ip', 'netns', 'exec', ns['host'], sys.executable, '-c', prog, str(ns['pid'])],
