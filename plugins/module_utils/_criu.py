@@ -1323,12 +1323,13 @@ def restore_container(params, check_mode=False, diff=False):
     try:
         _check_restored(pid, cgroup_path, params.get('check_timeout', 5))
         if params.get('hold') == 'stopped':
-            _network.prepare_links(network)  # up, on no bridge: it goes live at the commit
+            _network.prepare_links(network, pid=pid)  # up, on no bridge: it goes live at the commit
     except HaulError:
         _cleanup_restore(cgroup_path, existed, cgroup_mod)
         raise
     if params.get('hold') != 'stopped':
         # CRIU resumed the tree: it goes on the network now
+        _network.restore_neighbours(pid, network)
         result['announced'] = _network.go_live(network, None, pid)
     _write_marker(images_dir, {'pid': pid, 'starttime': proc_starttime(pid), 'host': _hostname(),
                                'root': root, 'time': time.time()})

@@ -199,6 +199,31 @@ def with_tcp_checksum(frame):
     return frame[:14 + ihl] + bytes(seg) + frame[14 + total_len:]
 
 
+REPLAY_PER_FLOW = 16
+
+
+def latest_per_flow(frames, keep=REPLAY_PER_FLOW):
+    """The last ``keep`` frames of each TCP connection, in the order they came. The catcher
+    starts before the freeze does, so most of what it holds got through already (a TCP receiver
+    drops duplicates, but each costs a duplicate ACK); what the freeze dropped is the newest. If a
+    client sent more than that meanwhile, the newest arriving first makes its TCP resend the rest
+    at once (the receiver's SACK shows the hole)."""
+    seen = {}
+    keys = []
+    for frame in frames:
+        ihl = (bytearray(frame[14:15])[0] & 0x0f) * 4
+        key = frame[26:34] + frame[14 + ihl:14 + ihl + 4]  # addresses and ports
+        keys.append(key)
+        seen[key] = seen.get(key, 0) + 1
+    out = []
+    for frame, key in zip(frames, keys):
+        if seen[key] <= keep:
+            out.append(frame)
+        else:
+            seen[key] -= 1
+    return out
+
+
 class Catcher(object):
     """The clients' TCP segments that a freeze drops, caught on the source host and sent again
     once the container runs elsewhere (or here again, after a rollback).
@@ -298,7 +323,7 @@ class Catcher(object):
                 sk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # pylint: disable=no-member
                 try:
                     sk.bind((br, 0))
-                    for frame in self.frames:
+                    for frame in latest_per_flow(self.frames):
                         sk.send(with_tcp_checksum(frame))
                         sent += 1
                 finally:

@@ -115,10 +115,29 @@ def parse_links(container_addrs, host_links):
     return out
 
 
+NEIGH_STATES = ('REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT')
+
+
+def parse_neighbours(entries, names):
+    """The IPv4 neighbours (ARP entries with a MAC) of ``ip -j neigh show`` on the devices ``names``."""
+    out = []
+    for n in entries or []:
+        if n.get('dev') not in names or not n.get('lladdr') or ':' in str(n.get('dst', '')):
+            continue
+        if any(st in NEIGH_STATES for st in n.get('state') or []):
+            out.append({'dst': n['dst'], 'lladdr': n['lladdr'], 'dev': n['dev']})
+    return out
+
+
 def _links(pid, step):
     container = json.loads(_run(_in_netns(pid) + ['ip', '-j', '-d', 'addr', 'show'], step) or '[]')
     host = json.loads(_run(['ip', '-j', '-d', 'link', 'show'], step) or '[]')
-    return parse_links(container, host)
+    net = parse_links(container, host)
+    if net['interfaces']:
+        # CRIU restores no ARP entries: the restored copy would ask for its clients' MACs first
+        neigh = json.loads(_run(_in_netns(pid) + ['ip', '-j', '-4', 'neigh', 'show'], step) or '[]')
+        net['neighbours'] = parse_neighbours(neigh, [i['name'] for i in net['interfaces']])
+    return net
 
 
 def inspect(pid, step='network'):
@@ -164,7 +183,7 @@ def interfaces(network, step='network'):
             raise HaulError(step, 'interface mac %r is not a MAC address' % (i['mac'],))
         for a in i.get('addresses') or []:
             try:
-                socket.inet_aton(str(a).split('/', maxsplit=1)[0])
+                socket.inet_pton(socket.AF_INET, str(a).split('/', maxsplit=1)[0])
             except (OSError, socket.error):
                 raise HaulError(step, 'interface address %r is not an IPv4 address' % (a,))
         out.append(i)
@@ -391,13 +410,17 @@ def destination_problems(network, sysfs=SYS_CLASS_NET, probe=True, timeout=0.3):
 
 
 def go_live(network, resume, pid):
-    """The restored copy goes on the network: host ends onto their bridges and up, then
-    ``resume()`` (the tasks run; None when CRIU resumed them), then the gratuitous ARPs.
+    """The restored copy goes on the network: host ends onto their bridges and up, forwarding,
+    then ``resume()`` (the tasks run; None when CRIU resumed them), then the gratuitous ARPs.
     Returns the number of ARP frames sent. The tasks resume even when a host end cannot be
     attached (the caller decided they run here); that HaulError is raised after the resume."""
     failed = None
     try:
         attach(network)
+        # forwarding before the tasks run: what they send first (the answer to a request that came
+        # before the freeze) would else be dropped, and a restored socket resends only after its
+        # retransmission timer (1 s: it has no round-trip estimate yet)
+        wait_forwarding(network)
     except HaulError as e:
         failed = e
     if resume is not None:
@@ -406,7 +429,6 @@ def go_live(network, resume, pid):
         raise failed
     if not interfaces(network):
         return 0
-    wait_forwarding(network)
     return _frames.announce(pid, network)
 
 
@@ -435,10 +457,48 @@ def wait_forwarding(network, timeout=0.5, sysfs=SYS_CLASS_NET):
     return waiting
 
 
-def prepare_links(network, step='restore'):
-    """Right after a restore that holds the container stopped: bring each host end up, on no
-    bridge. The link is then up by the commit, so that adding it to its bridge makes it forward at
-    once; and nothing the restored copy sends reaches the segment before the commit."""
+def neighbours(network, step='network'):
+    """The ARP entries of a network description, checked (they go into an ``ip -batch``)."""
+    names = [i['name'] for i in interfaces(network, step)]
+    out = []
+    for n in (network or {}).get('neighbours') or []:
+        if not isinstance(n, dict) or n.get('dev') not in names or not MAC_RE.match(str(n.get('lladdr'))):
+            raise HaulError(step, 'a neighbour must be {dst, lladdr, dev} on one of %s, not %r' % (names, n))
+        try:
+            socket.inet_pton(socket.AF_INET, str(n.get('dst')))
+        except (OSError, socket.error):
+            raise HaulError(step, 'neighbour dst %r is not an IPv4 address' % (n.get('dst'),))
+        out.append(n)
+    return out
+
+
+def restore_neighbours(pid, network, step='restore'):
+    """Put the source's ARP entries into the restored container's namespace (state STALE: used at
+    once, confirmed later). CRIU restores none: the first packet the restored copy sends to a
+    client would otherwise wait for ARP, and a solicit sent while its link was still down (CRIU's
+    own window probes, at the end of its restore) is only repeated after a second, the time the
+    first answers then wait. Returns the number of entries."""
+    entries = neighbours(network, step)
+    if not entries or not pid:
+        return 0
+    script = ''.join('neigh replace %s lladdr %s dev %s nud stale\n' % (n['dst'], n['lladdr'], n['dev'])
+                     for n in entries)
+    try:
+        p = subprocess.run(_in_netns(pid) + ['ip', '-batch', '-'], input=script.encode(),  # pylint: disable=ansible-bad-function
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise HaulError(step, 'cannot run ip: %s' % e)
+    if p.returncode != 0:
+        raise HaulError(step, 'cannot restore the ARP entries: %s' % p.stderr.decode('utf-8', 'replace').strip()[-300:])
+    return len(entries)
+
+
+def prepare_links(network, step='restore', pid=None):
+    """Right after a restore that holds the container stopped: its ARP entries back
+    (:func:`restore_neighbours`), and each host end up, on no bridge. The link is then up by the
+    commit, so that adding it to its bridge makes it forward at once; and nothing the restored copy
+    sends reaches the segment before the commit."""
+    restore_neighbours(pid, network, step)
     return set_up(network, up=True, step=step)
 
 

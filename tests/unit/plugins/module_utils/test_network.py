@@ -317,3 +317,42 @@ def test_catcher_sends_again_what_the_freeze_dropped(two_namespaces):
     # its SYNs (the first, and the retry after 1 s) were dropped, and reached the container when the
     # catcher sent them again at ~1.55 s; without it, the connection waits for the retry at 3 s
     assert float(took) < 2.5
+
+
+def _tcp_frame(src_port, seq):
+    eth = bytes.fromhex('0248c6120065' '0248c6120005') + b'\x08\x00'
+    tcp = struct.pack('!HHIIBBHHH', src_port, 7000, seq, 0, 5 << 4, 0x18, 65535, 0, 0) + b'x' * 8
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0,
+                     bytes([198, 18, 0, 5]), bytes([198, 18, 0, 101]))
+    return eth + ip + tcp
+
+
+def test_latest_per_flow_keeps_the_newest_of_each_connection_in_order():
+    a = [_tcp_frame(40000, seq) for seq in range(5)]
+    b = [_tcp_frame(40001, seq) for seq in range(2)]
+    frames = [a[0], b[0], a[1], a[2], b[1], a[3], a[4]]
+    assert _frames.latest_per_flow(frames, keep=2) == [b[0], b[1], a[3], a[4]]
+    assert _frames.latest_per_flow(frames, keep=16) == frames
+
+
+def test_with_tcp_checksum_is_what_a_receiver_checks():
+    frame = _frames.with_tcp_checksum(_tcp_frame(40000, 7))
+    seg = frame[34:]
+    pseudo = frame[26:34] + struct.pack('!BBH', 0, 6, len(seg))
+    assert _frames._ones_complement_sum(pseudo + seg) == 0xffff  # pylint: disable=protected-access
+
+
+def test_neighbours_are_kept_and_checked():
+    entries = [{'dst': '198.18.0.5', 'dev': 'eth0', 'lladdr': '02:48:c6:12:00:05', 'state': ['REACHABLE']},
+               {'dst': '198.18.0.6', 'dev': 'eth0', 'state': ['FAILED']},
+               {'dst': '198.18.0.7', 'dev': 'eth1', 'lladdr': '02:48:c6:12:00:07', 'state': ['STALE']},
+               {'dst': 'fe80::1', 'dev': 'eth0', 'lladdr': '02:48:c6:12:00:08', 'state': ['STALE']}]
+    kept = _network.parse_neighbours(entries, ['eth0'])
+    assert kept == [{'dst': '198.18.0.5', 'lladdr': '02:48:c6:12:00:05', 'dev': 'eth0'}]
+    net = {'interfaces': [{'name': 'eth0', 'host_end': 'hv-a', 'bridge': 'br0'}], 'neighbours': kept}
+    assert _network.neighbours(net) == kept
+    for bad in ({'dst': '198.18.0.5 lladdr 0:0:0:0:0:0', 'lladdr': '02:48:c6:12:00:05', 'dev': 'eth0'},
+                {'dst': '198.18.0.5', 'lladdr': '02:48:c6:12:00:05\nneigh flush all', 'dev': 'eth0'},
+                {'dst': '198.18.0.5', 'lladdr': '02:48:c6:12:00:05', 'dev': 'eth9'}):
+        with pytest.raises(HaulError):
+            _network.neighbours(dict(net, neighbours=[bad]))
