@@ -5,9 +5,10 @@
 
 """Runs last (file name order): ``tests/lab/lab down`` must leave nothing of the lab behind.
 
-Checked: no ``haul-lab`` network namespace, no mount mentioning it, no ``haul-lab`` cgroup in any
-hierarchy, no process in such a cgroup, no host interface named ``hl-*``, and ``lab status``
-reports the lab down. HAUL_KEEP_LAB=1, or a subset of targets (``make integration TARGETS=...``),
+Checked: no ``haul-lab`` or ``haul-lab-client`` network namespace, no mount of them, no
+``haul-lab`` cgroup in any hierarchy, no process in such a cgroup, no host interface named ``hl-*``,
+and ``lab status`` reports the lab down. Only this lab counts (HAUL_LAB_NAME): another lab on the
+same machine, a developer's, is left alone. HAUL_KEEP_LAB=1, or a subset of targets (``make integration TARGETS=...``),
 skips this test (and so keeps the lab up).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -25,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / 'tests' / 'lab' / 'lab'
 NAME = os.environ.get('HAUL_LAB_NAME', 'haul-lab')
 IFACE_PREFIX = 'hl-'
+# this lab's name as a whole path component (not another lab's haul-lab-d, say)
+MINE = re.compile(r'(^|[/:])%s(-client)?(/|\s|$)' % re.escape(NAME), re.MULTILINE)
 
 pytestmark = pytest.mark.skipif(
     os.environ.get('HAUL_KEEP_LAB') == '1' or bool(os.environ.get('HAUL_TARGETS', '').strip()),
@@ -42,13 +46,13 @@ def leftovers():
 
     netns = sh('ip', 'netns', 'list')
     for line in netns.stdout.splitlines():
-        if line.split() and line.split()[0] == NAME:
+        if line.split() and line.split()[0] in (NAME, NAME + '-client'):
             found.append('network namespace: %s' % line)
     if os.path.exists('/run/netns/' + NAME):
         found.append('network namespace file: /run/netns/%s' % NAME)
 
     with open('/proc/self/mountinfo') as f:
-        found.extend('mount: %s' % line.strip() for line in f if NAME in line)
+        found.extend('mount: %s' % line.strip() for line in f if MINE.search(line))
 
     candidates = {'/sys/fs/cgroup/unified/' + NAME, '/sys/fs/cgroup/freezer/' + NAME, '/sys/fs/cgroup/' + NAME}
     candidates.update(glob.glob('/sys/fs/cgroup/*/' + NAME))
@@ -62,7 +66,7 @@ def leftovers():
         try:
             with open(pid_dir + '/cgroup') as f:
                 cgroups = f.read()
-            if NAME not in cgroups:
+            if not MINE.search(cgroups):
                 continue
             with open(pid_dir + '/cmdline', 'rb') as f:
                 cmdline = f.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
