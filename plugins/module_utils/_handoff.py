@@ -745,7 +745,12 @@ def _rollback(params, dumped, cgroup_mod):
         # its clients reach it again: host ends up, CRIU's network lock gone (even if CRIU died),
         # its connections out of the repair mode that a dump leaving it stopped keeps them in -
         # before it runs: a task reading a socket still in repair mode would drop the connection
-        _network.reopen((dumped or {}).get('pid') or (pids[0] if pids else None), pids=pids)
+        # (best effort: the thaw comes first in importance; the role's rollback reopens it again
+        # with cgroup_thaw unlock_network, which fails loudly if it still cannot)
+        try:
+            _network.reopen((dumped or {}).get('pid') or (pids[0] if pids else None), pids=pids)
+        except HaulError:
+            pass
         cg.thaw(timeout=params.get('freeze_timeout') or 10)
         if dumped:
             cgroup_mod.sigcont_tree(cg.pids())

@@ -320,7 +320,7 @@ def test_catcher_sends_again_what_the_freeze_dropped(two_namespaces):
 
 
 def _tcp_frame(src_port, seq):
-    eth = bytes.fromhex('0248c6120065' '0248c6120005') + b'\x08\x00'
+    eth = bytes.fromhex('0248c6120065') + bytes.fromhex('0248c6120005') + b'\x08\x00'
     tcp = struct.pack('!HHIIBBHHH', src_port, 7000, seq, 0, 5 << 4, 0x18, 65535, 0, 0) + b'x' * 8
     ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0,
                      bytes([198, 18, 0, 5]), bytes([198, 18, 0, 101]))
