@@ -464,9 +464,12 @@ class RsyncRunner(object):
             dest=self.target.rsync_dest(dest.rstrip('/') + '/'),
         )
 
-    def sync(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, protect=None, fresh=False):
+    def sync(self, src, dest, dry_run=False, delete=False, mkdir_mode=None, acls=False, protect=None, fresh=False,
+             vanished_ok=False):
         """Run rsync; return a dict of stats plus ``changed``, ``changes`` (count), ``itemized``
-        (first lines), ``duration_s``, ``src``, ``dest``. Raise HaulError('sync', ...) on failure.
+        (first lines), ``duration_s``, ``src``, ``dest`` and ``vanished``. Raise HaulError('sync', ...)
+        on failure. With ``vanished_ok``, files that vanished while rsync read them (exit 24: the
+        tree is in use, as a running container's is) do not fail it: ``vanished`` is then True.
         """
         if not os.path.isdir(src):
             raise HaulError('sync', 'source directory %s does not exist' % src)
@@ -477,7 +480,8 @@ class RsyncRunner(object):
         start = time.time()
         rc, out, err = self.run_command(argv, environ_update=dict(C_LOCALE))
         duration = time.time() - start
-        if rc != 0:
+        vanished = rc == 24 and vanished_ok
+        if rc != 0 and not vanished:
             raise HaulError('sync', explain_rsync_failure(rc, err, self.target.host, self.timeout),
                             rc=rc, stderr_tail=_tail(err), src=src, dest=self.target.rsync_dest(dest))
         res = parse_stats(out)
@@ -490,6 +494,7 @@ class RsyncRunner(object):
             src=src,
             dest=self.target.rsync_dest(dest),
             dry_run=bool(dry_run),
+            vanished=vanished,
         )
         return res
 
@@ -561,11 +566,15 @@ class RootfsDelta(object):
         self.before = None
 
     def presync(self, **kwargs):
-        """Record the tree, then rsync it (``kwargs`` go to :meth:`RsyncRunner.sync`); returns its result."""
+        """Record the tree, then rsync it (``kwargs`` go to :meth:`RsyncRunner.sync`); returns its result.
+
+        The container runs meanwhile: files that vanish under rsync (a service's temporary files)
+        are no failure here, but the record is then worthless and the freeze runs the full rsync."""
         taken = self.clock()
         state = self.state_fn(self.src)
-        res = self.rsync.sync(self.src, self.dest, **kwargs)
-        self.before = state if state is not None and not racy(state, taken) else None
+        res = self.rsync.sync(self.src, self.dest, vanished_ok=True, **kwargs)
+        usable = state is not None and not res.get('vanished') and not racy(state, taken)
+        self.before = state if usable else None
         return res
 
     def unchanged(self):

@@ -441,13 +441,17 @@ def test_racy_recent_entries(tmp_path):
 
 
 class _FakeRsync(object):
-    def __init__(self):
+    def __init__(self, vanished=False):
         self.calls = []
         self.target = SshTarget('dest')
+        self.vanished = vanished
 
     def sync(self, src, dest, **kwargs):
         self.calls.append((src, dest, kwargs))
-        return {'bytes_sent': 123, 'changed': True}
+        res = {'bytes_sent': 123, 'changed': True}
+        if self.vanished and kwargs.get('vanished_ok'):
+            res['vanished'] = True
+        return res
 
 
 def _delta(tmp_path, clock_offset):
@@ -458,8 +462,31 @@ def _delta(tmp_path, clock_offset):
     # the record is taken "later" than the files were written, unless clock_offset is 0 (racy)
     delta = RootfsDelta(rsync, str(root), '/dest/rootfs', clock=lambda: _time.time() + clock_offset)
     assert delta.presync(delete=True) == {'bytes_sent': 123, 'changed': True}
-    assert rsync.calls == [(str(root), '/dest/rootfs', {'delete': True})]
+    assert rsync.calls == [(str(root), '/dest/rootfs', {'delete': True, 'vanished_ok': True})]
     return root, rsync, delta
+
+
+def test_rootfs_delta_presync_tolerates_vanished_files_but_then_rsyncs_in_the_freeze(tmp_path):
+    import time as _time
+    from ansible_collections.haul.live.plugins.module_utils._transport import RootfsDelta
+    root = _tree(tmp_path)
+    rsync = _FakeRsync(vanished=True)
+    delta = RootfsDelta(rsync, str(root), '/dest/rootfs', clock=lambda: _time.time() + 10)
+    assert delta.presync(delete=True)['vanished'] is True
+    assert delta.before is None
+    delta.sync(delete=True)
+    assert rsync.calls[-1] == (str(root), '/dest/rootfs', {'delete': True})
+
+
+@pytest.mark.parametrize('vanished_ok,fails', [(True, False), (False, True)])
+def test_sync_exit_24_fails_unless_vanished_files_are_allowed(tmp_path, vanished_ok, fails):
+    runner = _transport.RsyncRunner(lambda argv, **kw: (24, '', 'file has vanished: "/s/y"\n'), SshTarget('dest'))
+    if fails:
+        with pytest.raises(HaulError) as e:
+            runner.sync(str(tmp_path), '/dest', vanished_ok=vanished_ok)
+        assert 'vanished' in str(e.value)
+    else:
+        assert runner.sync(str(tmp_path), '/dest', vanished_ok=vanished_ok)['vanished'] is True
 
 
 def test_rootfs_delta_sends_nothing_when_unchanged(tmp_path):
