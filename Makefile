@@ -57,7 +57,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv venv-stamp install collection sanity lint units integration test \
-	lab-up lab-down demo bench changelog freeze clean distclean python
+	lab-up lab-down demo bench soak changelog freeze clean distclean python
 
 help:
 	@echo 'haul.live make targets:'
@@ -70,7 +70,8 @@ help:
 	@echo '  integration  pytest tests/integration (lab targets; TARGETS="a b" for a subset)'
 	@echo '  lab-up       tests/lab/lab up'
 	@echo '  lab-down     tests/lab/lab down'
-	@echo '  bench        tests/bench/run (not part of make test)'
+	@echo '  bench        tests/bench/run (not part of make test); SOAK=N: the soak instead'
+	@echo '  soak         tests/bench/soak: 100 ping-pong migrations with faults (SOAK=N for another count)'
 	@echo '  changelog    antsibull-changelog lint'
 	@echo '  clean        remove build/ and tests/output/ (keeps .venv)'
 	@echo '  distclean    clean, and remove .venv'
@@ -213,9 +214,18 @@ demo: install
 	@test -x $(ROOT)/tests/lab/demo.sh || { echo "haul.live: tests/lab/demo.sh is missing" >&2; exit 1; }
 	cd $(ROOT) && tests/lab/demo.sh
 
+# make bench SOAK=N runs the soak (N migrations) instead of the timing runs; make soak runs 100.
+SOAK ?=
 bench: install
+ifeq ($(SOAK),)
 	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements-bench.txt
 	cd $(ROOT) && $(VENV)/bin/python tests/bench/run $(BENCH_OPTS)
+else
+	cd $(ROOT) && $(VENV)/bin/python tests/bench/soak --migrations $(SOAK) $(SOAK_OPTS)
+endif
+
+soak: install
+	cd $(ROOT) && $(VENV)/bin/python tests/bench/soak --migrations $(or $(SOAK),100) $(SOAK_OPTS)
 
 clean:
 	rm -rf $(BUILD) $(OUTPUT)

@@ -20,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 
 LOG_TAIL_LINES = 20
@@ -83,3 +84,112 @@ def fail(module, err, **extra):
     res = err.result()
     res.update(extra)
     module.fail_json(msg=err.msg, **res)
+
+
+# --------------------------------------------------------------------------- small files on a full disk
+
+NO_SPACE_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
+SPARE_SUFFIX = '.spare'
+SPARE_BYTES = 4096
+
+
+def _hostname():
+    try:
+        return os.uname()[1]
+    except (AttributeError, OSError):
+        return 'this host'
+
+
+def no_space_error(step, path, err=None, what=None):
+    """The HaulError for a file that cannot be written because its filesystem is full: it names
+    the step, the file and ``no space left on <host>``, so that the operator (and the other side
+    of a migration) learns it at once instead of waiting out a timeout."""
+    return HaulError(step, 'no space left on %s: cannot write %s%s (%s)'
+                     % (_hostname(), path, (' (%s)' % what) if what else '',
+                        (getattr(err, 'strerror', None) or err) if err is not None else 'No space left on device'),
+                     file=path, no_space=True)
+
+
+def is_no_space(err):
+    return getattr(err, 'errno', None) in NO_SPACE_ERRNOS
+
+
+def _write_spare(spare, data):
+    """Overwrite the pre-allocated ``spare`` with ``data`` (no new blocks needed: the spare's
+    blocks were written when it was made)."""
+    fd = os.open(spare, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def _make_spare(spare):
+    """Best effort: a SPARE_BYTES file written (blocks allocated) and synced, for a later write
+    on a full filesystem."""
+    try:
+        if os.path.exists(spare) and os.path.getsize(spare) >= SPARE_BYTES:
+            return
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b'\0' * SPARE_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        try:
+            os.unlink(spare)
+        except OSError:
+            pass
+
+
+def write_atomic(path, data, step, what=None, spare=False, mode=0o600):
+    """Write ``data`` (bytes or str) to ``path`` atomically (``path.tmp``, then rename).
+
+    When the filesystem is full (ENOSPC, EDQUOT) it raises :func:`no_space_error` (``step``,
+    the file, ``no space left on <host>``) at once. With ``spare=True`` (status files that the
+    other side of a migration waits for), a successful write also keeps a small pre-allocated
+    ``path.spare``; on a full filesystem the data goes into that spare, which is renamed over
+    ``path`` (atomic, and it needs no new blocks), so that a short status still gets through.
+    """
+    if not isinstance(data, bytes):
+        data = data.encode('utf-8')
+    tmp = path + '.tmp'
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as e:
+        if not is_no_space(e):
+            raise
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        sp = path + SPARE_SUFFIX
+        if spare and len(data) <= SPARE_BYTES and os.path.exists(sp):
+            try:
+                _write_spare(sp, data)
+                os.rename(sp, path)
+            except OSError:
+                pass
+            else:
+                _make_spare(sp)  # best effort: the old file's blocks were just freed
+                return path
+        raise no_space_error(step, path, e, what)
+    if spare:
+        _make_spare(path + SPARE_SUFFIX)
+    return path
+
+
+def write_json_atomic(path, obj, step, what=None, spare=False):
+    """:func:`write_atomic` of ``obj`` as JSON (sorted keys)."""
+    return write_atomic(path, json.dumps(obj, sort_keys=True), step, what=what, spare=spare)

@@ -978,6 +978,8 @@ def dump_container(params, check_mode=False, diff=False):
     cg = target['cgroup']
     name = params.get('name') or os.path.basename(target['cgroup_path'].rstrip('/'))
     identity = _images.make_identity(name, cgroup=target['cgroup_path'], root=None, init_pid=target['pid'])
+    # the migration that makes this dump (a handoff passes its id): only that one may reuse it
+    identity['migration_id'] = params.get('migration_id')
     result.update(name=name, pid=target['pid'], root_pid=target['pid'], cgroup=target['cgroup_path'])
 
     # Idempotence: a complete dump of this container, which is still held frozen since.
@@ -987,7 +989,9 @@ def dump_container(params, check_mode=False, diff=False):
         state = 'stopped'
     if not params.get('force') and state in ('frozen', 'stopped') and os.path.isdir(images_dir):
         ok, manifest = _images.is_complete_dump(images_dir, identity)
-        if ok and manifest['identity'].get('init_pid') == target['pid']:
+        # and of this migration: a frozen container another attempt dumped is not ours to reuse
+        if (ok and manifest['identity'].get('init_pid') == target['pid']
+                and manifest['identity'].get('migration_id') == params.get('migration_id')):
             result.update(_done_result(images_dir, manifest, _images))
             result.update(hold=state, duration=0.0)
             if diff:
@@ -996,8 +1000,8 @@ def dump_container(params, check_mode=False, diff=False):
             return result
     if state != 'thawed':
         raise HaulError('identify', 'container %s (cgroup %s) is %s but its images in %s are not a complete dump '
-                        'of it: thaw it first (cgroup_thaw) or dump it elsewhere'
-                        % (name, cg.path, state, images_dir))
+                        'of it by this migration (%s): thaw it first (cgroup_thaw) or dump it elsewhere'
+                        % (name, cg.path, state, images_dir, params.get('migration_id') or 'no migration id'))
     result['sockets'] = checked_sockets(name, target['pids'], criu_version)
 
     root = container_root(params, target['pid'], name)
@@ -1028,7 +1032,7 @@ def dump_container(params, check_mode=False, diff=False):
         result['hold'] = params['hold']
         return result
 
-    _images.ensure_dir(images_dir)
+    _images.ensure_dir(images_dir, migration_id=params.get('handoff_id'))
     _images.clear_images(images_dir)
     timeout = params.get('freeze_timeout') or 10
     try:
@@ -1221,24 +1225,24 @@ def _read_marker(images_dir):
 
 
 def _write_marker(images_dir, data):
-    import json  # pylint: disable=import-outside-toplevel
-    tmp = os.path.join(images_dir, RESTORE_MARKER + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(data, f, sort_keys=True)
-    os.rename(tmp, os.path.join(images_dir, RESTORE_MARKER))
+    """restore.json; a full disk is a clear error (step restore, the file, ``no space left on HOST``)."""
+    from ansible_collections.haul.live.plugins.module_utils._common import write_json_atomic  # pylint: disable=import-outside-toplevel
+    write_json_atomic(os.path.join(images_dir, RESTORE_MARKER), data, 'restore', what='the record of the restore')
 
 
 def _cleanup_restore(cgroup_path, existed_before, cgroup_mod, timeout=10):
-    """After a failed restore: kill what CRIU left in the target cgroup and remove it if CRIU made it."""
-    if existed_before:
-        return
+    """After a failed restore: kill what CRIU left in the target cgroup, and remove the cgroup if
+    CRIU made it. The restore only starts into an empty cgroup (a populated one is refused), so
+    every task in it now is a half-restored one: a CRIU killed mid-restore leaves them behind,
+    stuck, also in a cgroup an earlier migration left empty."""
     try:
         cg, pids, dummy = _running_container(cgroup_path, cgroup_mod, step='cleanup')
         if cg is None:
             return
         if pids:
             cg.kill(timeout=timeout)
-        cg.remove()
+        if not existed_before:
+            cg.remove()
     except HaulError:
         pass
 
@@ -1331,8 +1335,13 @@ def restore_container(params, check_mode=False, diff=False):
         # CRIU resumed the tree: it goes on the network now
         _network.restore_neighbours(pid, network)
         result['announced'] = _network.go_live(network, None, pid)
-    _write_marker(images_dir, {'pid': pid, 'starttime': proc_starttime(pid), 'host': _hostname(),
-                               'root': root, 'time': time.time()})
+    try:
+        _write_marker(images_dir, {'pid': pid, 'starttime': proc_starttime(pid), 'host': _hostname(),
+                                   'root': root, 'time': time.time()})
+    except HaulError:
+        if params.get('hold') == 'stopped':
+            _cleanup_restore(cgroup_path, existed, cgroup_mod)  # a stopped copy never runs: it goes
+        raise
     result['stats'] = _images.summarize_stats(_images.read_stats(images_dir, 'restore'))
     result['state'] = 'running'
     return result

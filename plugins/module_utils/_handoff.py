@@ -21,13 +21,19 @@ docs/design.md explains the protocol; in short:
   ``commit``; the destination resumes the tree and reports ``running``. Only then is the
   source copy killed and its images removed.
 
-The rollback rule: until the source has sent ``commit``, any failure (dump, sync, restore, a
-timeout, the destination or the SSH session disappearing, the task being interrupted) thaws
-the source and tells the destination to abort, which kills its stopped copy. The destination
-never resumes without ``commit``, and kills its stopped copy if ``commit`` does not come in
-time. After ``commit`` the source never resumes: if the confirmation is lost, the source stays
-frozen and the failure says so; running the play again finds the container running on the
-destination and finishes the job. At every moment there is one running copy, or one frozen.
+The rollback rule is written once, in :func:`_phases.rollback_plan`, and applied here by
+:class:`_Source` (the handoff) and by the freeze's watchdog (:mod:`_watchdog`, which takes over
+if the handoff dies). The phase reached is recorded in the lease on each host (:mod:`_lease`):
+the source records FROZEN, DUMPED, SENT, COMMITTED and DONE, the receiver RESTORED and RESUMED.
+In short: before COMMITTED, the destination's copy is fenced first (no COMMIT was sent, and
+ABORT makes the receiver kill its stopped copy), then the source is thawed and its network
+reopened. COMMITTED is recorded durably BEFORE the COMMIT is sent, and from then on a signal no
+longer interrupts the handoff; at and after COMMITTED the source never resumes: a lost
+confirmation leaves it frozen and the failure says so (the role's rollback fences the
+destination's copy and looks where the container runs). The destination resumes only on
+COMMIT, takes that decision atomically (``decided``, a symlink that a fence can take first),
+and refuses a COMMIT that comes after its deadline. At every moment there is one running copy,
+or one frozen. docs/reliability.md has the table.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -47,7 +53,10 @@ import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _frames
+from ansible_collections.haul.live.plugins.module_utils import _lease
 from ansible_collections.haul.live.plugins.module_utils import _network
+from ansible_collections.haul.live.plugins.module_utils import _phases
+from ansible_collections.haul.live.plugins.module_utils import _watchdog
 
 # States a destination reports, in order. A status with "final" ends the conversation: running
 # for stop-and-copy; for post-copy, complete (every page moved) or lost (the transfer broke
@@ -63,6 +72,10 @@ STATUS = 'status.json'
 # STATUS_WAKE tells the relay the status changed; both sides then act at once instead of at
 # their next poll (which stays, every POLL_WOKEN seconds, as a safety net).
 WAKE, STATUS_WAKE = 'wake', 'status.wake'
+# The one decision of a handoff, in its control directory: a symlink to ``commit`` or ``abort``,
+# made by whoever decides first (the receiver on COMMIT, or on abort or its deadline; the role's
+# rollback, as a fence).
+DECIDED = 'decided'
 POLL_WOKEN = 0.05
 
 
@@ -198,6 +211,7 @@ while True:
         st = None
     if st and st != last:
         last = st
+        deadline = time.time() + timeout  # a destination that still reports (post-copy progress) keeps it
         sys.stdout.write(st.strip() + '\n')
         sys.stdout.flush()
         if json.loads(st).get('final'):
@@ -253,10 +267,10 @@ RELAY_MAX_BYTES = 64 * 1024 * 1024
 
 
 def _write_json(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, sort_keys=True)
-    os.rename(tmp, path)
+    # a full disk: a clear error at once (step, file, "no space left on HOST"); a status still
+    # gets through in a pre-allocated spare, so the source does not wait out its timeout
+    from ansible_collections.haul.live.plugins.module_utils._common import write_json_atomic  # pylint: disable=import-outside-toplevel
+    write_json_atomic(path, data, 'handoff', what='the handoff status', spare=True)
 
 
 class Receiver(object):
@@ -303,6 +317,24 @@ class Receiver(object):
                     _drain(self.wake)
             else:
                 time.sleep(POLL)
+
+    def decide(self, what):
+        """Take this handoff's one decision, COMMIT or ABORT, unless it is taken already; return
+        the decision that holds. Atomic (a symlink ``decided`` -> commit or abort): the receiver
+        takes COMMIT only if no fence took ABORT first (the role's rollback writes the same link,
+        docs/reliability.md), so a copy that was fenced never resumes."""
+        path = os.path.join(self.dir, DECIDED)
+        try:
+            os.symlink(what, path)
+            return what
+        except OSError:
+            return self.decided() or ABORT  # it cannot be recorded: never resume on that
+
+    def decided(self):
+        try:
+            return os.readlink(os.path.join(self.dir, DECIDED))
+        except OSError:
+            return None
 
     def close(self):
         if self.wake is not None:
@@ -454,7 +486,7 @@ class ControlMaster(object):
         return ['ControlMaster=auto', 'ControlPath=%s/cm' % self.dir, 'ControlPersist=60']
 
     def close(self, target, run_command):
-        run_command(target.ssh_argv() + ['-O', 'exit', target.login])
+        run_command(target.control_argv('exit'))
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -530,8 +562,237 @@ def _rootfs_job(rootfs, rsync, root, dest):
     return (rsync.sync, (root, dest), dict(delete=True))
 
 
+def strategy_of(lazy, precopy):
+    """The strategy's name (:data:`_phases.STRATEGIES`) from the handoff's two options."""
+    if precopy:
+        return 'hybrid' if lazy else 'precopy'
+    return 'postcopy' if lazy else 'stopcopy'
+
+
+def phase_timeouts(params):
+    """The per-phase timeouts of a handoff, in seconds (docs/reliability.md, "Timeouts"):
+    ``connect`` (the SSH session and the destination saying it waits), ``dump`` (the CRIU dump,
+    inside the freeze), ``transfer`` (the images and the root filesystem's delta: rsync's I/O
+    timeout), ``restore`` (the destination's restore, until it reports the copy restored) and
+    ``commit`` (from the COMMIT until the destination reports its copy running). Each defaults to
+    ``timeout``; ``connect`` to ``connect_timeout + timeout``."""
+    base = int(params.get('timeout') or 300)
+    given = params.get('timeouts') or {}
+    out = dict((k, int(given.get(k) or base)) for k in ('dump', 'transfer', 'restore', 'commit'))
+    out['connect'] = int(given.get('connect') or (int(params.get('connect_timeout') or 10) + base))
+    return out
+
+
+# The lease record's margin over a phase's own timeout: a handoff that outlives it hangs, and its
+# watchdog then kills it and rolls back (before COMMITTED only).
+LEASE_MARGIN_S = 30
+# Seconds the rollback waits for the destination to confirm it killed its copy (it does so on
+# its own anyway: it never resumes without COMMIT).
+FENCE_WAIT_S = 2
+TEST_HOOKS_DIR = '/run/haul/test-hooks'
+
+
+def _test_hook(name, point):
+    """Tests only (tests/integration/targets/fault_commit): with ``sigterm@POINT`` in
+    ``/run/haul/test-hooks/NAME`` on this host, this process sends itself SIGTERM at POINT
+    (``dumped``: frozen and dumped; ``restored``: before the commit decision; ``commit``: after
+    COMMITTED is recorded, before the COMMIT is sent; ``rollback``: as the rollback starts); with
+    ``sleep@POINT`` it sleeps there for 120 s (a handoff to kill in that phase). One failed open
+    when there is no file."""
+    try:
+        with open(os.path.join(TEST_HOOKS_DIR, name)) as f:
+            hooks = f.read().split()
+    except (IOError, OSError):
+        return
+    if 'sigterm@' + point in hooks:
+        os.kill(os.getpid(), signal.SIGTERM)
+    if 'sleep@' + point in hooks:
+        time.sleep(120)
+
+
+def _user():
+    import pwd  # pylint: disable=import-outside-toplevel
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+class _Source(object):
+    """One handoff on the source: the phase it reached (recorded in the lease) and the rollback
+    rule (:func:`_phases.rollback_plan`) applied to it. The one place where the source decides
+    what a failure undoes."""
+
+    def __init__(self, params, strategy, cgroup_mod, images_mod, postcopy_mod, lease_dir=None):
+        self.params = params
+        self.strategy = strategy
+        self.lazy = strategy in _phases.LAZY_STRATEGIES
+        self.cgroup_mod, self.images_mod, self.postcopy_mod = cgroup_mod, images_mod, postcopy_mod
+        self.name = params.get('name') or os.path.basename((params.get('cgroup') or '').rstrip('/')) or None
+        self.id = params['handoff_id']
+        self.lease_dir = lease_dir or _lease.LEASE_DIR
+        self.timeouts = phase_timeouts(params)
+        self.phase = _phases.PREPARING
+        self.took_lease = False
+        self.expires = None
+        self.relay = None
+        self.dumped = None
+        self.catcher = None
+        self.watchdog = None
+        self.signals = []   # signals received after the commit decision (they no longer interrupt)
+        self.not_thawed = None  # why the rollback left the source frozen although the rule says thaw
+
+    # --- the lease ---------------------------------------------------------------------------
+    def take_lease(self):
+        """Renew the lease the role took for this migration id, or take it (the module alone).
+        Another migration's lease: HaulError('lease', ...) before anything is touched."""
+        if not self.name:
+            raise HaulError('lease', 'the handoff needs the name of the container (name or cgroup)')
+        before = _lease.read(self.name, self.lease_dir)
+        self.took_lease = not before or before.get('migration_id') != self.id
+        ttl = max(self.timeouts['connect'] + sum(self.timeouts.values()) + 120,
+                  (before or {}).get('expires', 0) - time.time() if not self.took_lease else 0)
+        owner = {'host': os.uname()[1], 'pid': os.getpid(), 'user': _user(), 'started': time.time(), 'by': 'handoff'}
+        rec = _lease.acquire(self.name, self.id, owner, 'source', ttl, lease_dir=self.lease_dir)
+        self.expires = rec.get('expires')
+        _lease.update(self.name, self.id, lease_dir=self.lease_dir, handoff_pid=os.getpid(),
+                      handoff_took=self.took_lease)
+
+    def record(self, phase, next_timeout=None):
+        """Record ``phase`` durably in the lease (renewed for the next phase's timeout, doubled,
+        plus a margin), then make it this run's phase. A lease that is gone or someone else's:
+        HaulError('lease', ...), and the rollback then touches nothing on this host."""
+        ttl = 2 * next_timeout + LEASE_MARGIN_S if next_timeout else None
+        try:
+            _lease.update(self.name, self.id, phase=phase, ttl_s=ttl, lease_dir=self.lease_dir)
+        except HaulError as e:
+            raise HaulError('lease', 'cannot record phase %s of migration %s: %s' % (phase, self.id, e.cause))
+        self.phase = phase
+
+    def finish_lease(self, moved):
+        """After the handoff: the role's lease gets its expiry back; one taken here is released
+        when nothing is left in doubt."""
+        try:
+            if self.took_lease and moved is not None:
+                _lease.release(self.name, self.id, self.lease_dir)
+                return
+            left = (self.expires or 0) - time.time()
+            _lease.update(self.name, self.id, phase=_phases.DONE if moved else None,
+                          ttl_s=max(left, 60), lease_dir=self.lease_dir)
+        except HaulError:
+            pass
+
+    # --- the watchdog ------------------------------------------------------------------------
+    def start_watchdog(self):
+        """Start the freeze's watchdog (:mod:`_watchdog`): if this process dies before COMMITTED,
+        it rolls back by the same rule."""
+        self.watchdog = _watchdog.start(self.name, self.id, self.strategy, self.watchdog_rollback,
+                                        lease_dir=self.lease_dir)
+
+    def stop_watchdog(self):
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+
+    def watchdog_rollback(self, plan, record):
+        """In the watchdog, with this handoff dead: the plan's source side. The destination's copy
+        is fenced already: no COMMIT can come from a dead handoff (COMMITTED is recorded before
+        it is sent), and the receiver kills its stopped copy on the relay's EOF or at its own
+        deadline."""
+        self.relay = None
+        self.catcher = None
+        if self.postcopy_mod is not None:
+            # a lazy dump the handoff had prepared (CRIU started, waiting) is the handoff's: its
+            # descriptors are closed here (the watchdog keeps none), and its CRIU was killed with
+            # the handoff's other processes; only a started lazy dump (its own supervisor) is left
+            getattr(self.postcopy_mod, '_PREPARED', {}).clear()
+        dumped = {'cgroup': '/' + self.params['cgroup'].strip('/')} if self.params.get('cgroup') else None
+        self.dumped = dumped
+        self.phase = record.get('phase') or _phases.PREPARING
+        state = self.roll_back(plan, record=record)
+        if state == 'running' and not self.params.get('keep_images'):
+            self._remove_images()
+        return state
+
+    # --- the rollback rule, applied ----------------------------------------------------------
+    def roll_back(self, plan, record=None):
+        """Do ``plan``'s actions in order; return the source's state afterwards: 'running',
+        'frozen' (in doubt, or the lease is not ours any more), 'lost', 'killed', or
+        'unknown: why'."""
+        state = 'running' if self.phase == _phases.PREPARING else None
+        for action in plan:
+            if action == _phases.REMOVE_DESTINATION_COPY:
+                self._fence_destination()
+            elif action == _phases.THAW_SOURCE:
+                state = self._thaw(record)
+            elif action == _phases.KILL_SOURCE_REMAINS:
+                _finalize_source(self.params, self.dumped, self.cgroup_mod, self.images_mod, self.postcopy_mod)
+                state = state or 'killed'
+            elif action == _phases.FINISH_TRANSFER:
+                # the page server (its own supervisor) keeps serving until the destination has
+                # every page; it ends then, and the source's tasks with it
+                state = state or 'frozen'
+            elif action == _phases.REPORT_IN_DOUBT:
+                state = state or 'frozen'
+            elif action == _phases.REPORT_LOST:
+                state = 'lost'
+        return state or 'unknown'
+
+    def _fence_destination(self):
+        """Before the source thaws: the destination's copy must never run. No COMMIT was sent (the
+        phase is before COMMITTED), so the receiver cannot resume it; ABORT makes it kill its
+        stopped copy now. Its answer is awaited briefly: a destination that is unreachable
+        kills its copy at its own deadline."""
+        if self.relay is None or self.relay.proc is None:
+            return
+        if self.relay.send(ABORT):
+            try:
+                self.relay.expect((ABORTED, FAILED), FENCE_WAIT_S, 'abort')
+            except HaulError:
+                pass
+
+    def _thaw(self, record=None):
+        """Thaw the source, if this migration froze it (its lease, id and phase, say so)."""
+        if record is None:
+            try:
+                record = _lease.read(self.name, self.lease_dir)
+            except HaulError:
+                record = None
+        ok, why = _phases.may_thaw(record, self.id)
+        if not ok:
+            self.not_thawed = why
+            return 'frozen'
+        if self.lazy and self.postcopy_mod is not None:
+            try:
+                self.postcopy_mod.stop_lazy_dump(self.params['images_dir'])
+            except Exception:  # pylint: disable=broad-except
+                pass  # its CRIU goes with the next line
+        _watchdog.kill_criu(self.params['images_dir'])   # a CRIU that hangs (or serves pages) holds the tasks
+        state = _rollback(self.params, self.dumped, self.cgroup_mod)
+        if self.catcher and state == 'running':
+            self.catcher.release()  # what its clients sent meanwhile reaches it at once
+        if self.params.get('precopy'):
+            self.images_mod.remove(self.images_mod.precopy_dir(self.params['images_dir']))
+        return state
+
+    def _remove_images(self):
+        self.images_mod.remove(self.params['images_dir'])
+        self.images_mod.remove(self.images_mod.precopy_dir(self.params['images_dir']))
+        if self.postcopy_mod is not None:
+            self.images_mod.remove(self.postcopy_mod.state_dir(self.params['images_dir']))
+
+    # --- signals -----------------------------------------------------------------------------
+    def defer_signals(self):
+        """From the commit decision on (and during a rollback), SIGTERM/SIGINT/SIGHUP no longer
+        interrupt: they are noted, and the handoff finishes what it must."""
+        def note(signum, _frame):
+            self.signals.append(signum)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, note)
+
+
 def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transport_mod, postcopy_mod=None,
-                   precopy_mod=None):
+                   precopy_mod=None, lease_dir=None):
     """The source's side of the critical section (the ``handoff`` module's logic).
 
     ``dump_fn(params)`` dumps and holds the container frozen (``_criu.dump_container``, or for
@@ -540,27 +801,31 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     With ``params['precopy']`` (pre-copy, or hybrid together with ``lazy``), ``precopy_mod``
     (``_precopy``) first runs pre-dump rounds while the container runs, each one sent to the
     destination; the final dump then holds only what changed since the last round.
+
+    The phases (:mod:`_phases`) are recorded in the lease as they are reached: FROZEN, DUMPED,
+    SENT, COMMITTED (durably BEFORE the COMMIT is sent), RESUMED, DONE. On any failure the
+    rollback does what :func:`_phases.rollback_plan` says for the phase reached (:class:`_Source`).
     Returns the result dict; raises HaulError after rolling back.
     """
     lazy = bool(params.get('lazy'))
     precopy = bool(params.get('precopy'))
+    strategy = strategy_of(lazy, precopy)
     t_begin = time.time()
     dest_images = params.get('dest_images_dir') or params['images_dir']
     ctl = control_dir(dest_images, params['handoff_id'])
-    cm = ControlMaster()
-    target = transport_mod.SshTarget(
-        params['dest_host'], user=params.get('dest_user') or 'root', port=params.get('ssh_port'),
-        key=params.get('ssh_key'), options=list(params.get('ssh_options') or []) + cm.options(),
-        connect_timeout=params.get('connect_timeout') or 10)
-    relay = Relay(target, ctl, params['timeout'] * 4)
-    rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
-                                      timeout=params['timeout'])
+    src = _Source(params, strategy, cgroup_mod, images_mod, postcopy_mod, lease_dir)
+    timeouts = src.timeouts
     result = {'changed': False, 'dest_host': params['dest_host'], 'images_dir': params['images_dir'],
               'dest_images_dir': dest_images}
     if precopy and os.path.basename(dest_images.rstrip('/')) != os.path.basename(params['images_dir'].rstrip('/')):
         # the final dump's parent link is relative (../NAME.precopy/round-N): same name on both hosts
         raise HaulError('options', 'pre-copy needs the same images directory name on both hosts, not %s and %s'
                         % (params['images_dir'], dest_images))
+    try:
+        src.take_lease()
+    except HaulError as e:
+        e.details.update(source_state='running', frozen_ms=0)
+        raise
     precopied = precopy_ctx = None
     if precopy:
         # every pre-copy check (dirty tracking first) before the destination is even contacted
@@ -568,22 +833,28 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             precopy_ctx = precopy_mod.prepare_handoff(params, params['images_dir'])
         except HaulError as e:
             e.details.update(source_state='running', frozen_ms=0)
+            src.finish_lease(False)
             raise
-    committed = False
-    resumed = False
+    cm = ControlMaster()
+    target = transport_mod.SshTarget(
+        params['dest_host'], user=params.get('dest_user') or 'root', port=params.get('ssh_port'),
+        key=params.get('ssh_key'), options=list(params.get('ssh_options') or []) + cm.options(),
+        connect_timeout=params.get('connect_timeout') or 10, known_hosts=params.get('known_hosts'))
+    relay = src.relay = Relay(target, ctl, params['timeout'] * 4)
+    rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
+                                      timeout=timeouts['transfer'])
     frozen_at = t_running = None
-    dumped = catcher = None
     guard_signals()
     try:
         relay.start()
-        st = relay.expect((WAITING,), params.get('connect_timeout', 10) + params['timeout'], 'connect')
+        st = relay.expect((WAITING,), timeouts['connect'], 'connect')
         if st['state'] != WAITING:
             raise HaulError(st.get('step') or 'receive', 'the destination %s is not ready: %s'
                             % (params['dest_host'], st.get('msg') or st['state']),
                             log_tail=st.get('log_tail'))
         t_connected = time.time()
         dump_params = dict(params)
-        dump_params.update(hold='frozen', checksum='none', force=False)
+        dump_params.update(hold='frozen', checksum='none', force=False, migration_id=params['handoff_id'])
         if precopy:
             # pre-copy rounds while the container runs; each round goes to the destination at once
             # each round syncs the whole rounds directory: the earlier rounds are there already
@@ -595,81 +866,104 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             dump_params['parent_images'] = precopied['parent_images']
         t_precopied = time.time()
         rootfs = _before_lazy_freeze(params, dump_params, rsync, transport_mod, postcopy_mod) if lazy else None
-        catcher = _catch_clients(params, cgroup_mod) if params.get('replay', True) else None
+        src.start_watchdog()
+        src.catcher = _catch_clients(params, cgroup_mod) if params.get('replay', True) else None
 
         # ---- critical section: from here the container is frozen ---------------------------
+        src.record(_phases.FROZEN, timeouts['dump'])
         frozen_at = time.time()
-        dumped = dump_fn(dump_params)
+        src.dumped = _bounded(timeouts['dump'], params['images_dir'], dump_fn, dump_params)
+        dumped = src.dumped
         t_dumped = time.time()
+        src.record(_phases.DUMPED, timeouts['transfer'])
+        _test_hook(src.name, 'dumped')
         root = dumped.get('root')
         jobs = [_images_job(lazy, relay, rsync, params['images_dir'], dest_images)]
         if params.get('sync_rootfs') and root:
             jobs.append(_rootfs_job(rootfs, rsync, root, params.get('rootfs_dest') or root))
         sent, sent_root = (run_parallel(jobs) + [None])[:2]
         t_synced = time.time()
+        src.record(_phases.SENT, timeouts['restore'])
         if not relay.send(SYNCED):
             raise HaulError('sync', 'lost the SSH session to the destination %s' % params['dest_host'])
-        st = relay.expect((RESTORED,), params['timeout'], 'restore')
+        st = relay.expect((RESTORED,), timeouts['restore'], 'restore')
         if st['state'] != RESTORED:
             raise HaulError(st.get('step') or 'restore', 'on %s: %s' % (params['dest_host'], st.get('msg') or st['state']),
                             log_tail=st.get('log_tail'), log_path=st.get('log_path'))
         t_restored = time.time()
-        committed = relay.send(COMMIT)
-        if not committed:
-            raise HaulError('commit', 'lost the SSH session to the destination %s before commit' % params['dest_host'])
-        st = relay.expect((RUNNING,), params['timeout'], 'confirm')
+        _test_hook(src.name, 'restored')
+        # ---- the commit: decided here, recorded durably BEFORE it is sent ----------------------
+        # From now on a signal no longer interrupts (it would otherwise come between the record
+        # and the send, and a rollback would then ABORT after a COMMIT): the handoff goes on.
+        src.defer_signals()
+        src.record(_phases.COMMITTED, timeouts['commit'])
+        _test_hook(src.name, 'commit')
+        if not relay.send(COMMIT):
+            raise HaulError('commit', 'lost the SSH session to the destination %s while sending the commit'
+                            % params['dest_host'])
+        st = relay.expect((RUNNING,), timeouts['commit'], 'confirm')
         if st['state'] != RUNNING:
             raise HaulError('confirm', 'the destination %s did not resume the container: %s'
                             % (params['dest_host'], st.get('msg') or st['state']), log_tail=st.get('log_tail'))
         t_running = time.time()
-        resumed = True
+        src.record(_phases.RESUMED)
         # ---- end of the critical section: the container runs on the destination ---------------
-        replayed = catcher.release() if catcher else 0
+        replayed = src.catcher.release() if src.catcher else 0
         restore_stats = st.get('stats')
         if lazy:
             # post-copy: its memory is still moving; the destination says when every page is there
-            st = relay.expect((COMPLETE,), params['timeout'] * 2, 'transfer')
+            # (no fixed total: the destination judges the progress and beats while pages move)
+            st = postcopy_mod.follow_transfer(relay.expect, COMPLETE, RUNNING, params['timeout'])
             if st['state'] != COMPLETE:
-                raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'))
+                raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'),
+                                lost=st.get('lost'), progress=st.get('progress'))
         t_complete = time.time()
         # the destination counted the pages its lazy-pages daemon moved
         pages_bytes = int(st.get('pages') or 0) * os.sysconf('SC_PAGE_SIZE') if lazy else 0
     except (HaulError, Interrupted, KeyboardInterrupt, Exception) as e:  # pylint: disable=broad-except
+        src.defer_signals()   # a second signal does not interrupt the rollback
         err = e if isinstance(e, HaulError) else HaulError(
             'interrupted' if isinstance(e, (Interrupted, KeyboardInterrupt)) else 'handoff', str(e) or repr(e))
-        if resumed:
-            # post-copy after the destination resumed: the source never resumes (ROLLBACK RULE)
+        _test_hook(src.name, 'rollback')
+        # a post-copy transfer that failed (not merely a handoff interrupted while pages flow)
+        broken = err.step == 'transfer' or (src.relay.last or {}).get('state') == LOST
+        plan = _phases.rollback_plan(src.phase, strategy, transfer_broken=broken)
+        state = src.roll_back(plan)
+        err.details['source_state'] = state
+        err.details['phase'] = src.phase
+        err.details['rollback'] = plan
+        if state == 'lost':
             err.step = 'transfer'
             err.cause = ('the container %s is LOST: it resumed on %s but its memory did not finish moving (%s); '
                          'the source copy is killed, never resumed' % (params.get('name'), params['dest_host'], err.cause))
-            err.details['source_state'] = 'lost'
-            _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod)
-        elif committed:
-            err.cause += ('; the source copy of %s stays FROZEN because the destination may already run it: '
-                          'run the play again to finish (it never resumes both)' % params.get('name'))
-            err.details['source_state'] = 'frozen'
-        else:
-            relay.send(ABORT)
-            if lazy and postcopy_mod is not None:
-                postcopy_mod.stop_lazy_dump(params['images_dir'])
-            err.details['source_state'] = _rollback(params, dumped, cgroup_mod)
-            if catcher and err.details['source_state'] == 'running':
-                catcher.release()  # what its clients sent meanwhile reaches it at once
-            if precopy:
-                images_mod.remove(images_mod.precopy_dir(params['images_dir']))
-            if err.details['source_state'] == 'running':
-                err.cause += '; rolled back: %s runs on the source again' % (params.get('name') or 'the container')
-        err.details['frozen_ms'] = ms(frozen_at, t_running if resumed else time.time()) if frozen_at else 0
-        if catcher:
-            catcher.close()
+        elif _phases.REPORT_IN_DOUBT in plan:
+            err.cause += ('; the source copy of %s stays FROZEN because the destination may already run it (phase %s '
+                          'recorded): run the play again to finish (it never resumes both)'
+                          % (params.get('name'), src.phase))
+        elif _phases.FINISH_TRANSFER in plan:
+            err.cause += ('; %s runs on %s and its memory keeps moving from the page server here, which ends '
+                          'when every page has moved' % (params.get('name'), params['dest_host']))
+        elif src.not_thawed:
+            err.cause += '; the source copy of %s stays FROZEN: %s' % (params.get('name'), src.not_thawed)
+        elif state == 'running' and src.phase != _phases.PREPARING:
+            err.cause += '; rolled back: %s runs on the source again' % (params.get('name') or 'the container')
+        err.details['frozen_ms'] = ms(frozen_at, t_running or time.time()) if frozen_at else 0
+        if src.catcher:
+            src.catcher.close()
+        src.stop_watchdog()
         relay.close()
         cm.close(target, run_command)
+        src.finish_lease(True if state in ('killed', 'lost') else (False if state == 'running' else None))
         raise err
+    src.stop_watchdog()
     relay.close()
     cm.close(target, run_command)
 
     # Success: now, and only now, the source copy goes.
     cleanup = _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod)
+    src.finish_lease(True)
+    if src.signals:
+        result['warnings'] = ['signal %s came after the commit: the handoff finished the move' % src.signals[0]]
     result.update(
         changed=True,
         name=dumped.get('name'),
@@ -688,7 +982,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
             'pages': ms(t_running, t_complete) if lazy else 0,
             'total': ms(t_begin, time.time()),
         },
-        strategy=('hybrid' if lazy else 'precopy') if precopy else ('postcopy' if lazy else 'stopcopy'),
+        strategy=strategy,
         precopy=_precopy_summary(precopied),
         security=dumped.get('security') or 'ssh',
         bytes_images=dumped.get('bytes'),
@@ -705,6 +999,27 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         network=dumped.get('network'),
     )
     return result
+
+
+def _bounded(timeout, images_dir, fn, *args, **kwargs):
+    """``fn(*args)`` (a dump or a restore), with the CRIU working in ``images_dir`` killed when
+    it has not finished within ``timeout`` seconds: CRIU's RPC then fails at once instead of
+    waiting for a hung CRIU forever, and the rollback follows. (Not a socket timeout: pycriu's
+    socket pair is shared with CRIU, which must keep reading it blocking.)"""
+    step = kwargs.get('step', 'dump')
+    fired = []
+    timer = threading.Timer(timeout, lambda: fired.append(_watchdog.kill_criu(images_dir)))
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(*args)
+    except Exception:  # pylint: disable=broad-except
+        if fired:
+            raise HaulError(step, 'CRIU did not finish the %s within %d s (the %s timeout); it was killed'
+                            % (step, timeout, step))
+        raise
+    finally:
+        timer.cancel()
 
 
 def _catch_clients(params, cgroup_mod):
@@ -732,7 +1047,8 @@ def _precopy_summary(precopied):
 
 
 def _rollback(params, dumped, cgroup_mod):
-    """Thaw the source; return its state afterwards ('running' or why not)."""
+    """Thaw the source; return its state afterwards ('running' or why not). Only through
+    :meth:`_Source._thaw`, which first checks that this migration froze it (its lease)."""
     cg_path = (dumped or {}).get('cgroup') or params.get('cgroup')
     try:
         if cg_path:
@@ -780,7 +1096,8 @@ def _finalize_source(params, dumped, cgroup_mod, images_mod, postcopy_mod=None):
     return done
 
 
-def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=None, criu_path=None):
+def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=None, criu_path=None,
+                      lease_dir=None):
     """The destination's side (``criu_restore`` with ``handoff``). Returns the restore result.
 
     ``prepare_fn(params)`` checks all that can be checked before images arrive (and empties the
@@ -793,10 +1110,13 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
     lazy = ho.get('lazy')
     rx = Receiver(params['images_dir'], ho['id'], ho['timeout'])
     rx.open()
+    lease = _DestinationLease(params['name'], ho['id'], ho['timeout'], ho.get('commit_timeout'), lease_dir)
     try:
+        lease.take()
         prepare_fn(params)
     except HaulError as e:
         rx.status(FAILED, step=e.step, msg=e.msg)
+        lease.finish()
         raise
     rx.status(WAITING)
     daemon = None
@@ -812,24 +1132,38 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
         if daemon is not None:
             daemon.cancel()
         why = 'the source aborted' if cmd == ABORT else 'no images within %ds' % rx.timeout
+        rx.decide(ABORT)
         rx.status(ABORTED, msg=why)
+        lease.finish()
         raise HaulError('handoff', '%s before the restore; nothing was restored here' % why)
     rparams = dict(params)
     rparams.update(hold='stopped')
     try:
         if daemon is not None:
             daemon.go()
-        res = restore_fn(rparams)
+        res = _bounded(ho.get('restore_timeout') or rx.timeout, params['images_dir'], restore_fn, rparams,
+                       step='restore')
     except HaulError as e:
         if lazy:
             postcopy_mod.stop_lazy_pages(params['images_dir'])
+        rx.decide(ABORT)
         rx.status(FAILED, step=e.step, msg=e.msg, log_path=e.log,
                   log_tail=e.result().get('log_tail'))
+        lease.finish()
         raise
     pid = res.get('pid')
-    rx.status(RESTORED, pid=pid, stats=res.get('stats'))
-    cmd = rx.wait((COMMIT,), ho.get('commit_timeout') or rx.timeout)
     cg = cgroup_mod.Cgroup(res['cgroup'])
+    why = lease.record(_phases.RESTORED)
+    if why:
+        cmd = None  # the lease is gone or someone else's: this copy must never run
+    else:
+        rx.status(RESTORED, pid=pid, stats=res.get('stats'))
+        # it resumes only on COMMIT; after its deadline it refuses a late one (the decision is
+        # taken once, by whoever comes first: this receiver or a fence from the role's rollback)
+        cmd = rx.wait((COMMIT,), ho.get('commit_timeout') or rx.timeout)
+        cmd = COMMIT if cmd == COMMIT and rx.decide(COMMIT) == COMMIT else (cmd if cmd == ABORT else None)
+        if cmd is None and rx.decided() == ABORT and os.path.exists(os.path.join(rx.dir, COMMIT)):
+            why = 'a fence (the rollback) or this receiver\'s deadline refused the commit'
     if cmd == COMMIT:
         # on the network (bridge, link up), resumed, announced (gratuitous ARP): docs/networking.md
         try:
@@ -839,19 +1173,27 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
         rx.status(RUNNING, final=not lazy, pid=pid, stats=res.get('stats'))
         res['state'] = RUNNING
         res['handoff'] = 'committed'
+        if lease.record(_phases.RESUMED):
+            res.setdefault('warnings', []).append('the lease of %s here could not record RESUMED' % params['name'])
         if lazy:
             try:
-                done = postcopy_mod.wait_transfer(params['images_dir'], 'lazy-pages', rx.timeout * 2)
+                # timeout: the progress timeout (no page moved), no fixed total; beats to the source
+                done = postcopy_mod.wait_transfer(params['images_dir'], 'lazy-pages', rx.timeout, on_progress=lambda p:
+                                                  rx.status(RUNNING, pid=pid, progress=p))
             except HaulError as e:
-                rx.status(LOST, final=True, msg=e.msg)
-                raise HaulError('transfer', 'the container %s is LOST: %s' % (params.get('name'), e.cause), log=e.log)
+                lost = postcopy_mod.abandon_lost(params['images_dir'], cg)  # its copy here runs on missing memory
+                rx.status(LOST, final=True, msg=e.msg, lost=lost, progress=e.details.get('progress'))
+                raise HaulError('transfer', 'the container %s is LOST: %s' % (params.get('name'), e.cause), log=e.log,
+                                lost=lost, progress=e.details.get('progress'))
             pages = postcopy_mod.transferred_pages(os.path.join(params['images_dir'], postcopy_mod.LAZY_PAGES_LOG))
             rx.status(COMPLETE, final=True, pid=pid, pages=pages)
             res['transfer'] = done
             res['pages_moved'] = pages
+        lease.finish()
         return res
-    why = 'the source aborted' if cmd == ABORT else 'no commit from the source within %ds' % (
-        ho.get('commit_timeout') or rx.timeout)
+    rx.decide(ABORT)
+    why = why or ('the source aborted' if cmd == ABORT else 'no commit from the source within %ds (a later one is '
+                  'refused)' % (ho.get('commit_timeout') or rx.timeout))
     try:
         cg.kill()
         cg.remove()
@@ -860,7 +1202,42 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, postcopy_mod=N
     if lazy:
         postcopy_mod.stop_lazy_pages(params['images_dir'])
     rx.status(ABORTED, msg=why)
+    lease.finish()
     raise HaulError('handoff', '%s after the restore; the stopped copy here was killed' % why)
+
+
+class _DestinationLease(object):
+    """The receiver's part of the lease on the destination: renewed (the role took it with the
+    same migration id) or taken (the module alone, then released at the end); RESTORED and
+    RESUMED recorded in it."""
+
+    def __init__(self, name, migration_id, timeout, commit_timeout=None, lease_dir=None):
+        self.name, self.id = name, migration_id
+        self.lease_dir = lease_dir or _lease.LEASE_DIR
+        self.ttl = 4 * int(timeout) + int(commit_timeout or timeout) + 120
+        self.took = False
+
+    def take(self):
+        before = _lease.read(self.name, self.lease_dir)
+        self.took = not before or before.get('migration_id') != self.id
+        ttl = max(self.ttl, (before or {}).get('expires', 0) - time.time() if not self.took else 0)
+        owner = {'host': os.uname()[1], 'pid': os.getpid(), 'user': _user(), 'started': time.time(), 'by': 'receiver'}
+        _lease.acquire(self.name, self.id, owner, 'destination', ttl, lease_dir=self.lease_dir)
+
+    def record(self, phase):
+        """Record ``phase``; the reason when the lease is gone or someone else's, else None."""
+        try:
+            _lease.update(self.name, self.id, phase=phase, lease_dir=self.lease_dir)
+        except HaulError as e:
+            return 'cannot record phase %s of migration %s here: %s' % (phase, self.id, e.cause)
+        return None
+
+    def finish(self):
+        if self.took:
+            try:
+                _lease.release(self.name, self.id, self.lease_dir)
+            except HaulError:
+                pass
 
 
 def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
@@ -880,7 +1257,9 @@ def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
                         'second copy' % (name, cgroup_path, 'init pid %d' % init if init else '%d processes' % len(pids)))
     criu_mod.restore_root(params, name, step='prepare')
     need_bytes = params['handoff'].get('expected_bytes') or 0
-    images_mod.ensure_dir(params['images_dir'])
+    images_mod.ensure_dir(params['images_dir'], migration_id=params['handoff'].get('id'))
+    if os.path.isdir(params['images_dir'].rstrip('/') + '.handoff'):  # Receiver.open made it: haul.live's, marked
+        images_mod.write_marker(params['images_dir'].rstrip('/') + '.handoff', params['handoff'].get('id'))
     images_mod.clear_images(params['images_dir'], step='prepare')
     images_mod.remove(images_mod.precopy_dir(params['images_dir']))  # pre-copy rounds of an earlier attempt
     free = images_mod.free_bytes(params['images_dir'])

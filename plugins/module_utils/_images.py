@@ -78,18 +78,24 @@ import stat
 import struct
 
 from ansible_collections.haul.live.plugins.module_utils._cgroup import _unescape_mountinfo
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, is_no_space, no_space_error, \
+    write_json_atomic
 from ansible_collections.haul.live.plugins.module_utils._criu import compare_versions
 
 MANIFEST = 'manifest.json'
 MANIFEST_TMP = 'manifest.json.tmp'
+# The directory's own marker: haul.live made this directory, for this migration, on this host.
+# Clean-up removes only directories that carry it (see remove_ours).
+MARKER = '.haul-images'
+MARKER_TMP = MARKER + '.tmp'
+MADE_BY = 'haul.live'
 FORMAT = 1
 KINDS = ('dump', 'predump', 'lazy')
 DIR_MODE = 0o700
 # network: the container's veths, addresses and bridges (_network.describe), for the restore
 IDENTITY_KEYS = ('name', 'cgroup', 'root', 'init_pid', 'host', 'network')
 _EXCLUDED_NAMES = (MANIFEST, MANIFEST_TMP, 'stats-restore', 'stats-restore.img', 'restore.json',
-                   'restore.json.tmp')
+                   'restore.json.tmp', MARKER, MARKER_TMP)
 _EXCLUDED_SUFFIXES = ('.log', '.socket', '.sock')
 _CHUNK = 1024 * 1024
 
@@ -109,20 +115,30 @@ _RESTORE_STATS = {1: 'pages_compared', 2: 'pages_skipped_cow', 3: 'forking_time'
 
 # --------------------------------------------------------------------------- directory
 
-def ensure_dir(path):
-    """Create ``path`` (and parents) with mode 0700, or fix the mode of an existing one.
+def ensure_dir(path, migration_id=None, mark=True):
+    """Create ``path`` (and parents) with mode 0700, or fix the mode of an existing one; with
+    ``mark``, give it haul.live's marker (:data:`MARKER`: made by haul.live, ``migration_id``,
+    this host).
 
-    Returns True when something changed (created or chmod).
+    An existing directory gets the marker only when it has one already (it is then re-stamped
+    with ``migration_id``) or holds nothing but what haul.live and CRIU write: a directory with
+    foreign files is never adopted (the caller's ``clear_images``/``require_usable`` then refuses
+    it), so that clean-up never deletes it.
+
+    Returns True when something changed (created, chmod or marked).
     """
     changed = False
+    created = False
     if not os.path.isdir(path):
         if os.path.lexists(path):
             raise HaulError('images', '%s exists and is not a directory' % path)
         try:
             os.makedirs(path, DIR_MODE)
         except OSError as e:
+            if is_no_space(e):
+                raise no_space_error('images', path, e, 'a new images directory')
             raise HaulError('images', 'cannot create %s: %s' % (path, e.strerror or e))
-        changed = True
+        changed = created = True
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode != DIR_MODE:
         try:
@@ -130,7 +146,71 @@ def ensure_dir(path):
         except OSError as e:
             raise HaulError('images', 'cannot chmod %s to 0700: %s' % (path, e.strerror or e))
         changed = True
+    if mark:
+        old = read_marker(path)
+        if old is not None and old.get('migration_id') == migration_id and old.get('host') == _host():
+            return changed
+        if created or old is not None or not foreign_entries(path):
+            write_marker(path, migration_id)
+            changed = True
     return changed
+
+
+def _host():
+    return socket.gethostname()
+
+
+def marker_path(path):
+    return os.path.join(path, MARKER)
+
+
+def write_marker(path, migration_id=None, step='images'):
+    """Write ``path``/.haul-images (atomically, 0600): ``{"made_by": "haul.live", "format": 1,
+    "migration_id", "host", "created"}``. A full disk is a clear error (``no space left on HOST``)."""
+    data = {'made_by': MADE_BY, 'format': 1, 'migration_id': migration_id, 'host': _host(),
+            'created': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}
+    write_json_atomic(marker_path(path), data, step, what="the images directory's marker")
+    return data
+
+
+def read_marker(path):
+    """The marker of directory ``path`` (a dict), or None when it has none or not haul.live's."""
+    try:
+        with open(marker_path(path)) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get('made_by') != MADE_BY:
+        return None
+    return data
+
+
+def is_ours(path, migration_id=None):
+    """(True, marker) when directory ``path`` carries haul.live's marker (and, when
+    ``migration_id`` is given, that migration's); else (False, why)."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False, '%s is not a directory' % path
+    marker = read_marker(path)
+    if marker is None:
+        return False, '%s has no haul.live marker (%s): haul.live did not make it' % (path, MARKER)
+    if migration_id and marker.get('migration_id') != migration_id:
+        return False, '%s was made by migration %s, not %s' % (path, marker.get('migration_id'), migration_id)
+    return True, marker
+
+
+def remove_ours(path, migration_id=None, check_mode=False):
+    """Remove directory ``path`` only when its marker says haul.live made it (for
+    ``migration_id``, when given). Returns ``(removed, why_kept)``: ``(False, None)`` when
+    ``path`` does not exist; ``(False, why)`` when it is kept (no marker, another migration's,
+    not a directory)."""
+    if not os.path.lexists(path):
+        return False, None
+    ok, why = is_ours(path, migration_id)
+    if not ok:
+        return False, why
+    if not check_mode:
+        remove(path)
+    return True, None
 
 
 def precopy_dir(images_dir):
@@ -251,13 +331,22 @@ def build_manifest(path, kind, identity, criu_version, kernel=None, parent=None,
 def write_manifest(path, manifest):
     """Write manifest.json atomically (tmp + fsync + rename), mode 0600."""
     tmp = os.path.join(path, MANIFEST_TMP)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w') as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, os.path.join(path, MANIFEST))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write('\n')
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(path, MANIFEST))
+    except (IOError, OSError) as e:
+        if is_no_space(e):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise no_space_error('manifest', os.path.join(path, MANIFEST), e, 'the manifest of the images')
+        raise
     return os.path.join(path, MANIFEST)
 
 
@@ -478,6 +567,8 @@ def clear_images(path, step='images'):
     release_mounts(path)
     removed = 0
     for name in os.listdir(path):
+        if name == MARKER:
+            continue  # the directory's own marker stays
         full = os.path.join(path, name)
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full)
@@ -537,3 +628,144 @@ def can_create(path):
     if not os.access(anc, os.W_OK | os.X_OK):
         return False, '%s is not writable' % anc
     return True, None
+
+
+# --------------------------------------------------------------------------- the images root on tmpfs
+
+# A tmpfs for the images root when the memory allows it: MemAvailable must be at least twice the
+# container's memory (its images on the tmpfs, plus its restored copy on a destination) plus
+# this reserve for everything else.
+TMPFS_RESERVE_BYTES = 256 * 1024 * 1024
+TMPFS_TYPES = ('tmpfs', 'ramfs')
+TMPFS_CHOICES = ('auto', 'true', 'false')
+TMPFS_OPTIONS = 'mode=0700,size=50%'
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+
+
+def mount_of(path, mountinfo='/proc/self/mountinfo'):
+    """``(mount point, fs type)`` of the filesystem that holds (or would hold) ``path``."""
+    real = os.path.realpath(path)
+    best = ('/', None)
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                fields = line.split()
+                if ' - ' not in line or len(fields) < 5:
+                    continue
+                point = _unescape_mountinfo(fields[4])
+                fstype = line.split(' - ', 1)[1].split()[0]
+                inside = real == point or real.startswith(point.rstrip('/') + '/')
+                # the last matching line of the longest point is the mount on top
+                if inside and len(point) >= len(best[0]):
+                    best = (point, fstype)
+    except (IOError, OSError):
+        pass
+    return best
+
+
+def mem_available(meminfo='/proc/meminfo'):
+    """MemAvailable in bytes (or None when unreadable)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def tmpfs_need(memory_bytes):
+    """The MemAvailable a tmpfs images root needs for a container of ``memory_bytes``."""
+    return 2 * max(int(memory_bytes or 0), 0) + TMPFS_RESERVE_BYTES
+
+
+def _mount_tmpfs(root):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b'haul-images', root.encode(), b'tmpfs', _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                  TMPFS_OPTIONS.encode()) != 0:
+        err = ctypes.get_errno()
+        raise HaulError('images', 'cannot mount a tmpfs on %s: %s' % (root, os.strerror(err)))
+
+
+def _locked(lock_path):
+    """An open, flock'ed file (close it to unlock), so that two migrations never mount twice."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def prepare_root(root, tmpfs='auto', memory_bytes=0, check_mode=False, mountinfo='/proc/self/mountinfo',
+                 meminfo='/proc/meminfo', lock_dir='/run', mount_fn=None):
+    """Make the images root ``root`` (mode 0700), on a tmpfs when ``tmpfs`` (auto|true|false) and
+    the memory allow it, so that nothing of a container's memory reaches a disk.
+
+    * already on a tmpfs (or ramfs): used as it is;
+    * ``false``: left on its filesystem;
+    * ``auto``/``true``: a tmpfs (``mode=0700,size=50%``, nosuid, nodev, noexec) is mounted on
+      ``root`` when MemAvailable >= :func:`tmpfs_need` and ``root`` is empty (a tmpfs would hide
+      what it holds). It stays mounted (it holds nothing between migrations); a reboot or
+      ``umount`` ends it. When that cannot be, ``auto`` goes on on disk and says why in ``note``;
+      ``true`` refuses (HaulError 'images').
+
+    Returns ``{'root', 'on_tmpfs', 'mounted', 'fstype', 'mount_point', 'mem_available',
+    'need_bytes', 'note', 'changed'}``.
+    """
+    tmpfs = str(tmpfs).lower()
+    if tmpfs in ('yes', 'on', '1'):
+        tmpfs = 'true'
+    elif tmpfs in ('no', 'off', '0'):
+        tmpfs = 'false'
+    if tmpfs not in TMPFS_CHOICES:
+        raise HaulError('images', 'images on tmpfs must be one of auto, true, false, not %r' % tmpfs)
+    root = os.path.abspath(root)
+    need = tmpfs_need(memory_bytes)
+    avail = mem_available(meminfo)
+    res = {'root': root, 'on_tmpfs': False, 'mounted': False, 'changed': False, 'mem_available': avail,
+           'need_bytes': need, 'note': ''}
+    lock = None
+    try:
+        if not check_mode and tmpfs != 'false':
+            try:
+                lock = _locked(os.path.join(lock_dir if os.path.isdir(lock_dir) else existing_ancestor(root),
+                                            'haul-images-root.lock'))
+            except OSError:
+                lock = None
+        point, fstype = mount_of(root, mountinfo)
+        res.update(mount_point=point, fstype=fstype)
+        if fstype in TMPFS_TYPES:
+            res.update(on_tmpfs=True, note='%s is on a %s (%s)' % (root, fstype, point))
+        elif tmpfs == 'false':
+            res['note'] = 'images on disk (%s on %s): haul_images_on_tmpfs is false' % (root, fstype)
+        else:
+            why = None
+            if avail is None:
+                why = 'MemAvailable cannot be read'
+            elif avail < need:
+                why = ('%d MiB of memory available, a tmpfs needs %d MiB (twice the container\'s %d MiB, plus %d MiB)'
+                       % (avail // 1048576, -(-need // 1048576), int(memory_bytes or 0) // 1048576,
+                          TMPFS_RESERVE_BYTES // 1048576))
+            elif os.path.isdir(root) and os.listdir(root):
+                why = '%s is not empty (%s): a tmpfs would hide it' % (root, ', '.join(sorted(os.listdir(root))[:5]))
+            elif os.path.lexists(root) and not os.path.isdir(root):
+                why = '%s is not a directory' % root
+            if why and tmpfs == 'true':
+                raise HaulError('images', 'cannot put the images root %s on a tmpfs (haul_images_on_tmpfs is true): %s'
+                                % (root, why))
+            if why:
+                res['note'] = 'images on disk (%s on %s): %s' % (root, fstype, why)
+            else:
+                res.update(on_tmpfs=True, mounted=True, changed=True, fstype='tmpfs', mount_point=root,
+                           note='%s a tmpfs on %s (%d MiB of memory available, %d MiB needed)'
+                           % ('would mount' if check_mode else 'mounted', root, avail // 1048576, -(-need // 1048576)))
+                if not check_mode:
+                    ensure_dir(root, mark=False)
+                    (mount_fn or _mount_tmpfs)(root)
+        if not check_mode:
+            if ensure_dir(root, mark=False):
+                res['changed'] = True
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return res

@@ -214,6 +214,11 @@ def _mib(value):
     return '%.0f MiB' % (value / MIB)
 
 
+# What auto weighs against post-copy, said in every post-copy reason (docs/postcopy.md).
+POSTCOPY_PRICE = ('its price: until the last page has moved the container needs both hosts and the link, '
+                  'and a broken transfer loses it')
+
+
 def choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=None, memory_bytes=None,
                     link_bytes_s=None, max_downtime_ms=DEFAULT_MAX_DOWNTIME_MS):
     """Which strategy moves the container: {'strategy', 'reason', 'predicted_freeze_ms'}.
@@ -230,7 +235,8 @@ def choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=None
     auto:
 
     1. predicted stop-and-copy freeze = ``memory_bytes`` / ``link_bytes_s``; within
-       ``max_downtime_ms``: stopcopy (nothing to gain);
+       ``max_downtime_ms``: stopcopy (nothing to gain, and post-copy's risk of losing the container
+       when its transfer breaks is not worth taking: :data:`POSTCOPY_PRICE`);
     2. else, dirty tracking on the source and a dirty rate at most
        :data:`PRECOPY_MAX_DIRTY_SHARE` of the link rate: precopy;
     3. else, uffd on the source and lazy pages on the destination: postcopy;
@@ -273,7 +279,7 @@ def choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=None
     if requested == 'precopy':
         return out('precopy', 'precopy was requested and %s tracks dirty memory' % src)
     if requested == 'postcopy':
-        return out('postcopy', 'postcopy was requested and %s and %s support userfaultfd' % (src, dst))
+        return out('postcopy', 'postcopy was requested and %s and %s support userfaultfd; %s' % (src, dst, POSTCOPY_PRICE))
     if requested == 'hybrid':
         return out('hybrid', 'hybrid was requested: %s tracks dirty memory, and %s and %s support userfaultfd'
                    % (src, src, dst))
@@ -281,7 +287,8 @@ def choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=None
     # auto
     if freeze is not None and freeze <= max_downtime_ms:
         return out('stopcopy', 'auto chose stopcopy: copying %s at %s/s freezes the container about %.0f ms, '
-                   'within the %s ms limit' % (_mib(memory_bytes), _mib(link_bytes_s), freeze, _fmt(max_downtime_ms)))
+                   'within the %s ms limit, with no post-copy risk'
+                   % (_mib(memory_bytes), _mib(link_bytes_s), freeze, _fmt(max_downtime_ms)))
     if freeze is None:
         why_not_stopcopy = 'the stop-and-copy freeze cannot be predicted (memory size or link rate unknown)'
     else:
@@ -300,8 +307,8 @@ def choose_strategy(requested, source_facts, dest_facts, dirty_rate_bytes_s=None
         why_not_precopy = 'the container dirties %s/s, too close to the link rate of %s/s for precopy' % (
             _mib(dirty_rate_bytes_s), _mib(link_bytes_s))
     if usrc_ok and udst_ok:
-        return out('postcopy', 'auto chose postcopy: %s, %s, and %s and %s support userfaultfd'
-                   % (why_not_stopcopy, why_not_precopy, src, dst))
+        return out('postcopy', 'auto chose postcopy: %s, %s, and %s and %s support userfaultfd; %s'
+                   % (why_not_stopcopy, why_not_precopy, src, dst, POSTCOPY_PRICE))
     why_not_postcopy = 'postcopy is impossible (%s)' % (kernel(src, usrc_why) if not usrc_ok else kernel(dst, udst_why))
     return out('stopcopy', 'auto fell back to stopcopy: %s, %s and %s'
                % (why_not_stopcopy, why_not_precopy, why_not_postcopy))

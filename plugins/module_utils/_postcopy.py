@@ -66,6 +66,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import json
 import os
 import re
@@ -110,6 +111,9 @@ def write_state(path, data):
     d = os.path.dirname(path)
     if not os.path.isdir(d):
         os.makedirs(d, 0o700)
+        if d.endswith(STATE_SUFFIX):  # an images dir's state dir: haul.live made it, clean-up may remove it
+            from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
+            _images.write_marker(d)
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         json.dump(data, f, sort_keys=True)
@@ -123,7 +127,10 @@ def _forget(path, states):
         return
     try:
         os.unlink(path)
-        os.rmdir(os.path.dirname(path))
+        d = os.path.dirname(path)
+        if os.listdir(d) == ['.haul-images']:  # only haul.live's own marker is left (_images.MARKER)
+            os.unlink(os.path.join(d, '.haul-images'))
+        os.rmdir(d)
     except OSError:
         pass
 
@@ -348,6 +355,47 @@ def _v2_freeze(path, frozen):
     return True
 
 
+def _cgroup_pids(path):
+    """The pids listed in a cgroup directory (``cgroup.procs``, else v1 ``tasks``), recursively."""
+    pids = set()
+    for dirpath, dummy, files in os.walk(path):
+        name = 'cgroup.procs' if 'cgroup.procs' in files else 'tasks' if 'tasks' in files else None
+        if not name:
+            continue
+        try:
+            with open(os.path.join(dirpath, name)) as f:
+                pids.update(int(x) for x in f.read().split() if x.isdigit())
+        except (IOError, OSError):
+            continue
+    return sorted(pids)
+
+
+def hold(path, frozen):
+    """Hold (or release) the source's tasks against CRIU resuming them when its page server fails.
+
+    ``path`` is the container's cgroup v2 directory (``cgroup.freeze``: a freezer that CRIU, which
+    uses the v1 freezer on a hybrid host or thaws through its own freeze cgroup, does not undo), or,
+    on a host with only the cgroup v1 freezer, its v1 freezer directory. There CRIU's failure path
+    thaws that very freezer, so the hold is SIGSTOP to every task (a stop signal stays pending while
+    the tasks are frozen or traced, and stops them once CRIU has let them go); the release is
+    SIGCONT. Returns how it holds: ``'v2'``, ``'v1-sigstop'``, or None when it cannot.
+    """
+    if not path:
+        return None
+    if os.path.exists(os.path.join(path, 'cgroup.freeze')):
+        return 'v2' if _v2_freeze(path, frozen) else None
+    if os.path.exists(os.path.join(path, 'freezer.state')):
+        sig = signal.SIGSTOP if frozen else signal.SIGCONT
+        pids = _cgroup_pids(path)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        return 'v1-sigstop' if pids else None
+    return None
+
+
 def lazy_dump_start(session, options, images_dir, ready_timeout=60, hold_cgroup=None):
     """Start a lazy dump (``options.lazy_pages`` with ``page_server``) in the background.
 
@@ -492,6 +540,8 @@ def lazy_dump_spawn(session, options, images_dir, ready_timeout=60, hold_cgroup=
     sfile = state_path(images_dir, 'dump')
     if not os.path.isdir(state_dir(images_dir)):
         os.makedirs(state_dir(images_dir), 0o700)
+        from ansible_collections.haul.live.plugins.module_utils import _images  # pylint: disable=import-outside-toplevel
+        _images.write_marker(state_dir(images_dir))  # haul.live made it: clean-up may remove it
     try:
         os.unlink(sfile)
     except OSError:
@@ -508,7 +558,7 @@ def lazy_dump_spawn(session, options, images_dir, ready_timeout=60, hold_cgroup=
             write_state(sfile, {'state': 'prepared', 'supervisor_pid': os.getpid(), 'images_dir': images_dir})
             _gate(session, go_r, armed_w)
         child, log = session.dump_lazy_start(options, ready_timeout=ready_timeout)
-        held = _v2_freeze(hold_cgroup, True)
+        held = hold(hold_cgroup, True)
         write_state(sfile, {'state': 'running', 'dump_pid': child, 'supervisor_pid': os.getpid(), 'log_path': log,
                             'images_dir': images_dir, 'address': options.page_server.get('address'),
                             'port': options.page_server.get('port'), 'tls': bool(options.tls),
@@ -517,13 +567,17 @@ def lazy_dump_spawn(session, options, images_dir, ready_timeout=60, hold_cgroup=
                     held=held))
         dummy, status = os.waitpid(child, 0)
         rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        try:
+            release_port(images_dir)  # CRIU no longer holds its port
+        except (OSError, HaulError):
+            pass
         res = {'rc': rc, 'dump_pid': child, 'log_path': log, 'held': held, 'hold_cgroup': hold_cgroup}
         if rc != 0:
             res['error'] = telling_error(log) or 'the lazy dump exited with %d' % rc
             res['source'] = 'frozen' if held else 'resumed by CRIU'
         else:
             res['source'] = 'gone'
-            _v2_freeze(hold_cgroup, False)  # empty by now; leave no frozen cgroup behind
+            hold(hold_cgroup, False)  # empty by now; leave no frozen cgroup behind
         return res
 
     try:
@@ -740,6 +794,10 @@ def stop_lazy_dump(images_dir, timeout=10):
     wait_pid_exit(sup, timeout)
     st = dict(st, state='stopped', rc=-9, error='stopped by haul.live (lazy_pages state=absent)', ended=time.time())
     write_state(state_path(images_dir, 'dump'), st)
+    try:
+        release_port(images_dir)
+    except (OSError, HaulError):
+        pass
     return sup
 
 
@@ -882,16 +940,179 @@ def transferred_pages(log_path):
     return sum(last.values())
 
 
-def wait_transfer(images_dir, job, timeout, pid=None):
+# --------------------------------------------------------------------------- transfer progress and its budget
+
+# A post-copy transfer is judged by its progress, not by a fixed total: see TransferBudget.
+BUDGET_SLACK = 2.0      # the rest may take twice what it needs at the rate measured
+RATE_WINDOW = 10.0      # seconds of samples the rate is measured over
+BEAT_INTERVAL = 2.0     # seconds between the destination's progress statuses (heartbeats)
+
+_FOUND = re.compile(r'uffd: (\S+): Found (\d+) pages to be handled by UFFD')
+_COPIED = re.compile(r'uffd: (\S+): uffd_copy: 0x[0-9a-fA-F]+/(\d+)')
+_ZERO = re.compile(r'uffd: (\S+): zero page at ')
+
+
+class TransferBudget(object):
+    """When a post-copy page transfer has failed, from its progress (pure arithmetic: unit-tested).
+
+    Each :meth:`observe` gives the bytes moved so far (and the total, once known). The rate is the
+    bytes moved over the last ``window`` seconds. At every observation that shows progress the
+    budget for the rest is set again: ``max(floor, slack * remaining / rate)`` seconds from now
+    (``floor`` alone while the rate or the total is unknown). The transfer has failed when the
+    budget runs out with no page moved since: no page moved for ``floor`` seconds (the progress
+    timeout), or for longer than ``slack`` times what the remaining bytes need at the rate measured,
+    whichever is longer. A slow transfer that keeps moving is therefore never failed, however long
+    it takes; a stalled one is failed after the progress timeout (longer while much is left at a low
+    rate: a LOST verdict cannot be undone, a late one only costs time).
+    """
+
+    def __init__(self, floor, slack=BUDGET_SLACK, window=RATE_WINDOW, now=None):
+        now = time.time() if now is None else now
+        self.floor = max(float(floor), 0.0)
+        self.slack = float(slack)
+        self.window = float(window)
+        self.started = self.last_progress = now
+        self.moved = 0
+        self.total = None
+        self.samples = [(now, 0)]
+        self.deadline = now + self.floor
+
+    def observe(self, moved, total=None, now=None):
+        """Record ``moved`` bytes so far (and ``total`` when known); whether pages moved since the last call."""
+        now = time.time() if now is None else now
+        if total:
+            self.total = max(int(total), self.total or 0)
+        progressed = moved > self.moved
+        if progressed:
+            self.moved = int(moved)
+            self.last_progress = now
+            self.samples.append((now, self.moved))
+            while len(self.samples) > 2 and self.samples[1][0] < now - self.window:
+                self.samples.pop(0)
+            self.deadline = now + self.budget_s()
+        return progressed
+
+    def rate(self):
+        """Bytes per second over the window, or None before the first progress."""
+        (t0, m0), (t1, m1) = self.samples[0], self.samples[-1]
+        if t1 <= t0 or m1 <= m0:
+            return None
+        return (m1 - m0) / float(t1 - t0)
+
+    def remaining(self):
+        return None if self.total is None else max(self.total - self.moved, 0)
+
+    def eta_s(self):
+        """Seconds the remaining bytes need at the rate measured, or None when unknown."""
+        rate, left = self.rate(), self.remaining()
+        if not rate or left is None:
+            return None
+        return left / rate
+
+    def budget_s(self):
+        eta = self.eta_s()
+        return self.floor if eta is None else max(self.floor, self.slack * eta)
+
+    def expired(self, now=None):
+        now = time.time() if now is None else now
+        return now > self.deadline
+
+    def summary(self, now=None):
+        """What is known, for statuses, results and the LOST message."""
+        now = time.time() if now is None else now
+        rate, eta = self.rate(), self.eta_s()
+        return {'moved_bytes': self.moved, 'total_bytes': self.total,
+                'rate_bytes_s': None if rate is None else round(rate, 1),
+                'eta_s': None if eta is None else round(eta, 1),
+                'budget_s': round(self.budget_s(), 1),
+                'silent_s': round(now - self.last_progress, 1),
+                'elapsed_s': round(now - self.started, 1)}
+
+
+class DaemonProgress(object):
+    """Pages the lazy-pages daemon moved, read from its log as it grows (``-v4``): the totals of
+    ``Found N pages to be handled by UFFD`` and the bytes of each ``uffd_copy`` and zero page."""
+
+    def __init__(self, log_path, page_size=None):
+        self.path = log_path
+        self.page_size = page_size or os.sysconf('SC_PAGE_SIZE')
+        self.offset = 0
+        self.rest = b''
+        self.totals = {}
+        self.moved = 0
+
+    def feed(self, text):
+        for line in text.splitlines():
+            m = _COPIED.search(line)
+            if m:
+                self.moved += int(m.group(2))
+                continue
+            if _ZERO.search(line):
+                self.moved += self.page_size
+                continue
+            m = _FOUND.search(line)
+            if m:
+                self.totals[m.group(1)] = int(m.group(2)) * self.page_size
+
+    def read(self):
+        """(bytes moved, total bytes or None) from what the log says so far."""
+        try:
+            with open(self.path, 'rb') as f:
+                f.seek(self.offset)
+                data = f.read()
+        except (IOError, OSError):
+            data = b''
+        if data:
+            self.offset += len(data)
+            data = self.rest + data
+            cut = data.rfind(b'\n') + 1
+            self.rest = data[cut:]
+            self.feed(data[:cut].decode('utf-8', 'replace'))
+        total = sum(self.totals.values()) or None
+        return self.moved, total
+
+
+def socket_bytes(port, run=None):
+    """Bytes acknowledged by the peers of the established TCP connections whose local port is
+    ``port`` (``ss -tin``: the page server's side), or None when ``ss`` cannot tell."""
+    argv = ['ss', '-tinH', 'state', 'established', '( sport = :%d )' % int(port)]
+    try:
+        if run is None:
+            out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,  # pylint: disable=ansible-bad-function
+                                 check=False, timeout=5).stdout.decode('utf-8', 'replace')
+        else:
+            out = run(argv)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.findall(r'\bbytes_acked:(\d+)', out)
+    return sum(int(x) for x in found) if found else None
+
+
+def _lost_message(job, why, budget):
+    info = budget.summary()
+    total = info['total_bytes']
+    return ('the pages have not all moved: %s (%s moved %d of %s bytes, last progress %.0fs ago, rate %s B/s); '
+            'if the destination has resumed, the container is lost' % (
+                why, job, info['moved_bytes'], total if total is not None else 'unknown', info['silent_s'],
+                info['rate_bytes_s'] if info['rate_bytes_s'] is not None else 'unknown'))
+
+
+def wait_transfer(images_dir, job, timeout, pid=None, on_progress=None, beat=BEAT_INTERVAL):
     """Wait until every page has moved: the job's supervisor has exited with success.
 
     ``job`` is ``'dump'`` (on the source: the lazy dump ends once the destination
     holds every page) or ``'lazy-pages'`` (on the destination: the daemon ends then).
-    Returns the job's final state (with ``rc``, ``ended``, ``waited_ms``).
+    Returns the job's final state (with ``rc``, ``ended``, ``waited_ms`` and ``progress``).
 
-    Raises HaulError('transfer', ...) on a timeout or a failed transfer. After the
+    ``timeout`` is the progress timeout, not a total: the wait fails when no page has moved for
+    ``timeout`` seconds, or for longer than the remaining bytes need at the rate measured
+    (:class:`TransferBudget`). Progress is read from the daemon's log on the destination, from the
+    page server's connection (``ss``) on the source. ``on_progress(summary)`` is called at least
+    every ``beat`` seconds while the transfer runs (the destination's heartbeat to the source).
+
+    Raises HaulError('transfer', ...) when the transfer stalls or broke. After the
     destination resumed, that means the container is lost (see ROLLBACK RULE above):
-    the message says so, with the cause.
+    the message says so, with the cause and what had moved (``progress`` in the details).
     """
     sfile = state_path(images_dir, job)
     start = time.time()
@@ -900,25 +1121,206 @@ def wait_transfer(images_dir, job, timeout, pid=None):
         pid = (st or {}).get('supervisor_pid')
     if st is None and not pid:
         raise HaulError('transfer', 'no %s job was started for %s' % (job, images_dir))
+    budget = TransferBudget(timeout, now=start)
+    if job == 'lazy-pages':
+        log = DaemonProgress((st or {}).get('log_path') or os.path.join(images_dir, LAZY_PAGES_LOG))
+
+        def measure():
+            return log.read()
+    else:
+        port = (st or {}).get('port')
+
+        def measure():
+            return (socket_bytes(port) or 0) if port else 0, None
     if pid and (st is None or st.get('state') in ('running', 'starting')):
+        opener = getattr(os, 'pidfd_open', None)
+        fd = None
         try:
-            wait_pid_exit(pid, timeout)
-        except HaulError:
-            raise HaulError('transfer', 'the pages have not all moved after %ss (%s %s still runs): if the '
-                            'destination has resumed, the container is lost unless the transfer finishes'
-                            % (timeout, job, pid))
+            fd = opener(int(pid)) if opener is not None else None
+        except OSError:
+            fd = None
+        last_beat = 0.0
+        try:
+            while pid_alive(pid):
+                now = time.time()
+                moved, total = measure()
+                budget.observe(moved, total, now=now)
+                if on_progress is not None and now - last_beat >= beat:
+                    last_beat = now
+                    on_progress(budget.summary(now))
+                if budget.expired(now):
+                    raise HaulError('transfer', _lost_message(job, 'no page moved for %.0fs (budget %.0fs)'
+                                                              % (now - budget.last_progress, budget.budget_s()),
+                                                              budget), progress=budget.summary(now))
+                wait = min(0.5, max(budget.deadline - now, 0.01))
+                if fd is not None:
+                    select.select([fd], [], [], wait)
+                else:
+                    time.sleep(min(wait, 0.05))
+        finally:
+            if fd is not None:
+                os.close(fd)
         st = read_state(sfile)
+    moved, total = measure()
+    budget.observe(moved, total)
     if st is None or st.get('state') in ('running', 'starting'):
         raise HaulError('transfer', 'the %s job for %s ended without a final state: it was killed; if the '
-                        'destination has resumed, the container is lost' % (job, images_dir))
+                        'destination has resumed, the container is lost' % (job, images_dir),
+                        progress=budget.summary())
     st = dict(st)
     st['waited_ms'] = round((time.time() - start) * 1000, 1)
+    st['progress'] = budget.summary()
     if st.get('rc') != 0:
         raise HaulError('transfer', 'the page transfer broke (%s exited with %s: %s); once the destination has '
                         'resumed the source may never resume, so the container is lost'
                         % (job, st.get('rc'), st.get('error') or 'no error logged'), log=st.get('log_path'),
-                        state=st)
+                        state=st, progress=st['progress'])
     return st
+
+
+def follow_transfer(expect, done, beat, silence):
+    """On the source: read the destination's statuses until ``done`` or a final one; return it.
+
+    ``expect(states, timeout, step)`` is the relay's :meth:`expect`. The destination sends a
+    ``beat`` status with its progress at least every :data:`BEAT_INTERVAL` seconds while pages
+    move, and judges the transfer itself (:func:`wait_transfer`); the source only fails when it
+    hears nothing for ``silence`` seconds (the destination or the link is gone). Each beat's
+    progress is kept in the returned status (``progress``).
+    """
+    last = None
+    while True:
+        try:
+            st = expect((done, beat), silence, 'transfer')
+        except HaulError as e:
+            raise HaulError('transfer', 'no word from the destination about the page transfer for %ss (%s); the '
+                            'last progress it reported: %s' % (silence, e.cause, last or 'none'), progress=last)
+        if st.get('state') == beat and not st.get('final'):
+            last = st.get('progress') or last
+            continue
+        if last and not st.get('progress'):
+            st = dict(st, progress=last)
+        return st
+
+
+def abandon_lost(images_dir, cgroup):
+    """After a transfer that broke once the destination resumed (the container is LOST): end what is
+    left here - the lazy-pages daemon, and the restored copy, which runs on memory that will never
+    all come (once the daemon is gone, the kernel fills a missing page with zeroes: a silently
+    corrupted container). ``cgroup`` is its :class:`_cgroup.Cgroup`, or None. Returns what was done
+    and what is known, for the result (``lost``)."""
+    log = os.path.join(images_dir, LAZY_PAGES_LOG)
+    moved, total = DaemonProgress(log).read()
+    done = {'destination_copy': 'unknown', 'daemon_stopped': bool(stop_lazy_pages(images_dir, timeout=5)),
+            'moved_bytes': moved, 'total_bytes': total, 'log_line': daemon_error(log)}
+    if cgroup is not None:
+        try:
+            cgroup.kill(timeout=10)
+            cgroup.remove()
+            done['destination_copy'] = 'killed'
+        except HaulError as e:
+            done['destination_copy'] = 'not killed: %s' % e.msg
+    return done
+
+
+# --------------------------------------------------------------------------- page-server ports
+
+PORT_RANGE = (27100, 27899)
+PORTS_LOCK = '/run/haul/postcopy-ports.lock'
+PORTS_FILE = '/run/haul/postcopy-ports.json'
+
+
+def port_free(address, port):
+    """Whether nothing is bound to ``port`` on ``address`` (a bind test without SO_REUSEADDR, so that a
+    socket in TIME_WAIT or bound to the wildcard address counts as taken)."""
+    import socket  # pylint: disable=import-outside-toplevel
+    family = socket.AF_INET6 if ':' in str(address) else socket.AF_INET
+    sk = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sk.bind((str(address), int(port)))
+    except (OSError, socket.error):
+        return False
+    finally:
+        sk.close()
+    return True
+
+
+def reserve_port(address, images_dir, first=PORT_RANGE[0], last=PORT_RANGE[1], ttl=600, now=None,
+                 lock_file=PORTS_LOCK, table_file=PORTS_FILE, is_free=None, reserve=True):
+    """A free TCP port in ``first..last`` for the page server of the lazy dump of ``images_dir``.
+
+    Allocations on one host are serialised by an flock on ``lock_file`` and recorded in
+    ``table_file`` (port -> images_dir, expiry): a port stays reserved for ``ttl`` seconds, and for
+    as long as a lazy dump of that images directory runs (its CRIU then holds the port), so that
+    parallel post-copy migrations from one host never get the same port. A port must also pass
+    ``is_free(address, port)`` (:func:`port_free`). A new reservation for the same images directory
+    replaces the old one, or is kept (``kept``, its expiry extended) while it is live and its port
+    still free. Returns ``{'port', 'expires', 'reserved', 'kept'}``; HaulError('port', ...) when
+    every port of the range is taken. ``reserve=False`` (check mode) finds one and records nothing.
+    """
+    import fcntl  # pylint: disable=import-outside-toplevel
+    now = time.time() if now is None else now
+    is_free = is_free or port_free
+    images_dir = os.path.abspath(images_dir)
+    first, last = int(first), int(last)
+    if not 0 < first <= last < 65536:
+        raise HaulError('options', 'bad page-server port range %s-%s' % (first, last))
+    d = os.path.dirname(lock_file)
+    if not os.path.isdir(d):
+        os.makedirs(d, 0o700)
+    lock = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = read_state(table_file) or {}
+        held, mine = {}, None
+        for port, rec in table.items():
+            if not isinstance(rec, dict):
+                continue
+            if rec.get('images_dir') == images_dir:
+                if rec.get('expires', 0) > now and str(rec.get('address')) == str(address):
+                    mine = int(port)
+                continue
+            if rec.get('expires', 0) > now or find_lazy_dump(rec.get('images_dir') or '/nonexistent'):
+                held[port] = rec
+        if mine is not None and is_free(address, mine):
+            rec = {'images_dir': images_dir, 'expires': now + ttl, 'address': str(address), 'pid': os.getpid()}
+            if reserve:
+                held[str(mine)] = rec
+                write_state(table_file, held)
+            return {'port': mine, 'expires': rec['expires'], 'reserved': reserve, 'kept': True}
+        span = last - first + 1
+        # start at a spot that depends on the images directory, so that hosts rarely probe the same ports
+        offset = int(hashlib.md5(images_dir.encode('utf-8')).hexdigest()[:6], 16) % span
+        for i in range(span):
+            port = first + (offset + i) % span
+            if str(port) in held or not is_free(address, port):
+                continue
+            rec = {'images_dir': images_dir, 'expires': now + ttl, 'address': str(address), 'pid': os.getpid()}
+            if reserve:
+                held[str(port)] = rec
+                write_state(table_file, held)
+            return {'port': port, 'expires': rec['expires'], 'reserved': reserve, 'kept': False}
+        raise HaulError('port', 'no free page-server port in %d-%d on %s (%d reserved by other migrations)'
+                        % (first, last, address, len(held)))
+    finally:
+        os.close(lock)
+
+
+def release_port(images_dir, lock_file=PORTS_LOCK, table_file=PORTS_FILE):
+    """Forget the port reservation of ``images_dir`` (its lazy dump ended); the ports released."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    if not os.path.exists(table_file):
+        return []
+    images_dir = os.path.abspath(images_dir)
+    lock = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = read_state(table_file) or {}
+        gone = [p for p, rec in table.items() if isinstance(rec, dict) and rec.get('images_dir') == images_dir]
+        if gone:
+            write_state(table_file, dict((p, r) for p, r in table.items() if p not in gone))
+        return sorted(int(p) for p in gone)
+    finally:
+        os.close(lock)
 
 
 # --------------------------------------------------------------------------- module logic: criu_dump lazy
@@ -1097,13 +1499,15 @@ def _dump_lazy(params, check_mode=False, diff=False, prepare=False):
     if check_mode:
         return result
 
-    _images.ensure_dir(images_dir)
+    _images.ensure_dir(images_dir, migration_id=params.get('handoff_id'))
     _images.clear_images(images_dir)
     hold_cgroup = None
-    try:
-        hold_cgroup = cgroup_mod.Cgroup(target['cgroup_path'], version='v2', step='hold').path
-    except HaulError:
-        hold_cgroup = None
+    for version in ('v2', 'v1'):  # v2's cgroup.freeze where there is one; else the v1 freezer (see hold())
+        try:
+            hold_cgroup = cgroup_mod.Cgroup(target['cgroup_path'], version=version, step='hold').path
+            break
+        except HaulError:
+            hold_cgroup = None
     dump = lazy_dump_spawn(session, options, images_dir, ready_timeout=lazy.get('ready_timeout') or 60,
                            hold_cgroup=hold_cgroup, gated=prepare)
 

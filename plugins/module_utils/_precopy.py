@@ -86,7 +86,7 @@ def _check_images_dir(images_dir, images_mod):
         full = os.path.join(images_dir, name)
         if _ROUND_RE.match(name) and os.path.isdir(full) and not os.path.islink(full):
             old.append(name)
-        elif not name.endswith('.log'):
+        elif not name.endswith('.log') and name not in (images_mod.MARKER, images_mod.MARKER + '.tmp'):
             foreign.append(name)
     if foreign:
         raise HaulError('images', '%s holds entries that are not pre-dump rounds (%s): use an empty or dedicated '
@@ -172,7 +172,7 @@ def iterate(ctx, after_round=None):
     params, images_dir, images_mod = ctx['params'], ctx['images_dir'], ctx['images_mod']
     target, policy, page_size = ctx['target'], ctx['policy'], ctx['page_size']
     cg = target['cgroup']
-    images_mod.ensure_dir(images_dir)
+    images_mod.ensure_dir(images_dir, migration_id=params.get('handoff_id'))
     for old in ctx['old_rounds']:
         images_mod.remove(os.path.join(images_dir, old))
 
@@ -186,7 +186,7 @@ def iterate(ctx, after_round=None):
         n += 1
         rdir = round_dir(images_dir, n)
         parent = '../%s%d' % (ROUND_PREFIX, n - 1) if n > 1 else None
-        images_mod.ensure_dir(rdir)
+        images_mod.ensure_dir(rdir, mark=False)  # the rounds' directory carries the marker
         options = _options(params, target, ctx['root'], parent)
         rsession = CriuSession(rdir, criu_path=ctx['session'].criu_path, pycriu_mod=ctx['session'].pycriu)
         try:

@@ -33,6 +33,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2
     from pipes import quote as _quote
 
+from ansible_collections.haul.live.plugins.module_utils import _validate
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 PARTIAL_DIR = '.haul-partial'
@@ -140,13 +141,14 @@ _SSH_FORMATS = dict(
     port=ArgFormat.as_opt_val('-p'),
     batch_mode=ArgFormat.as_ssh_option('BatchMode'),
     strict_host_key_checking=ArgFormat.as_ssh_option('StrictHostKeyChecking'),
+    known_hosts=ArgFormat.as_ssh_option('UserKnownHostsFile'),
     connect_timeout=ArgFormat.as_ssh_option('ConnectTimeout'),
     server_alive_interval=ArgFormat.as_ssh_option('ServerAliveInterval'),
     server_alive_count_max=ArgFormat.as_ssh_option('ServerAliveCountMax'),
     ciphers=ArgFormat.as_ssh_option('Ciphers'),
 )
 # user options first: ssh keeps the first value it gets for each option, so they win
-_SSH_ORDER = ('options', 'key', 'port', 'batch_mode', 'strict_host_key_checking', 'connect_timeout',
+_SSH_ORDER = ('options', 'key', 'port', 'batch_mode', 'strict_host_key_checking', 'known_hosts', 'connect_timeout',
               'server_alive_interval', 'server_alive_count_max', 'ciphers')
 
 # With AES instructions, AES-GCM runs about twice as fast as ssh's default chacha20-poly1305
@@ -173,36 +175,52 @@ def preferred_ciphers(cpuinfo='/proc/cpuinfo'):
 class SshTarget(object):
     """A destination host reached over SSH.
 
-    :param host: host name or address.
-    :param user: remote user (default root).
+    :param host: host name or address (validated: no option, no space, no newline).
+    :param user: remote user (default root; validated, never starts with ``-``).
     :param port: SSH port (None: ssh's default).
     :param key: path of a private key file (``-i``).
     :param options: extra ``-o`` options, each ``Key=Value``; they take precedence over the
-        defaults below.
+        defaults below. Options that run a command, reroute the connection or weaken the host
+        key check are refused (:func:`_validate.ssh_option_problem`).
     :param batch_mode: ``BatchMode=yes`` (never prompt).
-    :param strict_host_key_checking: ``yes``, ``no`` or ``accept-new``.
+    :param strict_host_key_checking: only ``yes``: a host key that is not in the known_hosts
+        file is refused (never trust on first use).
+    :param known_hosts: the known_hosts file holding the destination's pinned host keys
+        (``UserKnownHostsFile``); None: ssh's default (``~/.ssh/known_hosts``).
     :param connect_timeout: ``ConnectTimeout`` in seconds.
     :param server_alive_interval: ``ServerAliveInterval`` (with ``ServerAliveCountMax=3``), so a
         host that dies during a transfer is noticed.
     :param ciphers: ``Ciphers`` list; ``auto`` (the default): :func:`preferred_ciphers`; None:
         ssh's default. A ``Ciphers=`` in ``options`` wins.
+
+    Every command line it builds ends ssh's options with ``--`` before the destination.
     """
 
     def __init__(self, host, user='root', port=None, key=None, options=None, batch_mode=True,
-                 strict_host_key_checking='accept-new', connect_timeout=10, server_alive_interval=5,
-                 ssh_bin='ssh', ciphers='auto'):
+                 strict_host_key_checking='yes', connect_timeout=10, server_alive_interval=5,
+                 ssh_bin='ssh', ciphers='auto', known_hosts=None):
         if not host:
             raise HaulError('sync', 'no destination host given')
+        problems = _validate.problems([('host', host)] + ([('user', user)] if user else []))
         for opt in options or []:
-            if '=' not in str(opt) or str(opt).startswith('-'):
-                raise HaulError('sync', 'ssh option %r is not of the form Key=Value' % (opt,))
+            problem = _validate.ssh_option_problem(opt)
+            if problem:
+                problems.append(problem)
+        if strict_host_key_checking not in ('yes', True):
+            problems.append('StrictHostKeyChecking=%s is refused: host keys are always checked against the pinned '
+                            'known_hosts' % (strict_host_key_checking,))
+        if known_hosts is not None and _validate.ssh_option_problem('UserKnownHostsFile=%s' % known_hosts):
+            problems.append(_validate.ssh_option_problem('UserKnownHostsFile=%s' % known_hosts))
+        if problems:
+            raise HaulError('sync', '; '.join(problems))
         self.host = host
         self.user = user
         self.port = port
         self.key = key
         self.options = list(options or [])
         self.batch_mode = batch_mode
-        self.strict_host_key_checking = strict_host_key_checking
+        self.strict_host_key_checking = 'yes'
+        self.known_hosts = known_hosts
         self.connect_timeout = connect_timeout
         self.server_alive_interval = server_alive_interval
         self.ssh_bin = ssh_bin
@@ -230,6 +248,7 @@ class SshTarget(object):
             port=self.port,
             batch_mode=self.batch_mode,
             strict_host_key_checking=self.strict_host_key_checking,
+            known_hosts=self.known_hosts,
             connect_timeout=self.connect_timeout,
             server_alive_interval=self.server_alive_interval,
             server_alive_count_max=3 if self.server_alive_interval else None,
@@ -237,12 +256,19 @@ class SshTarget(object):
         )
 
     def rsh(self):
-        """The ssh command as one string for ``rsync -e`` (quoted the way rsync splits it)."""
+        """The ssh command as one string for ``rsync -e`` (quoted the way rsync splits it).
+
+        rsync appends ``-l USER HOST`` itself, so this one cannot end with ``--``: the user and
+        the host were validated instead (neither can start with ``-``)."""
         return ' '.join(_quote(a) for a in self.ssh_argv())
 
     def remote_argv(self, remote_args):
         """argv running ``remote_args`` (a list, quoted for the remote shell) on the host."""
-        return self.ssh_argv() + [self.login, ' '.join(_quote(str(a)) for a in remote_args)]
+        return self.ssh_argv() + ['--', self.login, ' '.join(_quote(str(a)) for a in remote_args)]
+
+    def control_argv(self, command):
+        """argv sending a ControlMaster ``command`` (``exit``, ``check``) for this host."""
+        return self.ssh_argv() + ['-O', command, '--', self.login]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._cgroup import FREEZER_RULES, freezer_argspec, from_params
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -127,6 +128,7 @@ def main():
         **FREEZER_RULES,
         supports_check_mode=True,
     )
+    check_module(module, cgroup='cgroup')
     p = module.params
     try:
         cg = from_params(p['cgroup'], p['pid'], p['version'], step='freeze')

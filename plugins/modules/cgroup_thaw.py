@@ -153,6 +153,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._cgroup import (
     FREEZER_RULES, freezer_argspec, from_params, sigcont_tree, stopped_pids)
 from ansible_collections.haul.live.plugins.module_utils._network import reopen
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -165,6 +166,7 @@ def main():
         **FREEZER_RULES,
         supports_check_mode=True,
     )
+    check_module(module, cgroup='cgroup')
     p = module.params
     try:
         cg = from_params(p['cgroup'], p['pid'], p['version'], step='thaw')

@@ -205,6 +205,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import (
     MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, list_containers, measure_dirty_rates)
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 NOT_IN_CHECK_MODE = 'not measured in check mode: measuring clears the soft-dirty bits of the processes'
 
@@ -240,6 +241,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    check_module(module, parent='cgroup', names='name')
     names = module.params['names']
     try:
         found = list_containers(module.params['parent'], names, with_pids=bool(module.params['dirty_rate_ms']))

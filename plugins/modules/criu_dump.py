@@ -335,6 +335,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -356,6 +357,7 @@ def main():
         mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server']],
         supports_check_mode=True,
     )
+    check_module(module, name='name', cgroup='cgroup', **{'lazy.address': 'host'})
     try:
         if module.params['lazy']:  # post-copy (issue 5)
             result = dump_lazy(module.params, check_mode=module.check_mode, diff=module._diff)

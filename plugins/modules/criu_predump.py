@@ -233,6 +233,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._precopy import run_rounds
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -253,6 +254,7 @@ def main():
         mutually_exclusive=[['cgroup', 'pid']],
         supports_check_mode=True,
     )
+    check_module(module, name='name', cgroup='cgroup')
     try:
         result = run_rounds(module.params, check_mode=module.check_mode, diff=module._diff)
     except HaulError as e:

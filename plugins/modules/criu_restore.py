@@ -121,6 +121,9 @@ options:
         images, restores the tree B(stopped), and resumes it only when the source commits. Without a
         commit in time, or on abort, it kills the stopped copy. The images are verified by size
         (rsync has verified their content).
+      - It renews the container's lease on this host that the role took with the same O(handoff.id), or
+        takes it (and releases it at the end) when it runs alone; another migration's lease fails before
+        anything is touched. It records RESTORED and RESUMED in it.
       - Requires O(cgroup) and O(name).
     type: dict
     suboptions:
@@ -129,11 +132,22 @@ options:
         type: str
         required: true
       timeout:
-        description: Seconds to wait for the images, and then for the commit.
+        description:
+          - Seconds to wait for the images (this covers the source's connect, pre-copy rounds, dump and
+            transfer), and the default of O(handoff.restore_timeout) and O(handoff.commit_timeout).
         type: int
         default: 300
+      restore_timeout:
+        description:
+          - Seconds the restore may take; a CRIU still restoring then is killed, with what it restored.
+            Defaults to O(handoff.timeout).
+        type: int
       commit_timeout:
-        description: Seconds to wait for the commit after the restore. Defaults to O(handoff.timeout).
+        description:
+          - Seconds to wait for the commit after the restore. Defaults to O(handoff.timeout).
+          - After it the stopped copy is killed and a later commit is refused. The decision (resume on
+            commit, or abort) is taken once, atomically (a symlink C(decided) in the control directory),
+            so that the role's rollback can fence the copy - see C(docs/reliability.md).
         type: int
       min_criu_version:
         description: The source's CRIU version; a CRIU older than that here fails before the source freezes.
@@ -319,6 +333,7 @@ from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _
 from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
 from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, restore_lazy  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -340,6 +355,7 @@ def main():
             handoff=dict(type='dict', options=dict(
                 id=dict(type='str', required=True),
                 timeout=dict(type='int', default=300),
+                restore_timeout=dict(type='int'),
                 commit_timeout=dict(type='int'),
                 min_criu_version=dict(type='str'),
                 expected_bytes=dict(type='int', default=0),
@@ -350,6 +366,7 @@ def main():
         mutually_exclusive=[['lazy_pages', 'handoff']],  # post-copy (issue 5)
         supports_check_mode=True,
     )
+    check_module(module, name='name', cgroup='cgroup', **{'handoff.id': 'id', 'handoff.lazy.address': 'host'})
     if module.params['tcp_established'] and module.params['tcp_close']:
         module.fail_json(msg='options: tcp_established and tcp_close are mutually exclusive',
                          failed_step='options')

@@ -24,11 +24,23 @@ description:
     connection.
   - "The rollback guarantee: the destination restores the container stopped and resumes it only when
     this module says commit. Until then any failure - dump, sync, restore, a timeout, a lost
-    destination, the task being interrupted - thaws the source and makes the destination kill its
-    copy. After commit the source never resumes; it is killed, and its images removed, once the
-    destination reports the container running."
+    destination, the task being interrupted - first makes the destination kill its copy (abort),
+    then thaws the source. After commit the source never resumes; it is killed, and its images
+    removed, once the destination reports the container running. The rule, phase by phase, is in
+    C(docs/reliability.md) (Phases and the rollback rule)."
+  - "Phases: the module records the migration's phase in the container's lease on this host
+    (C(/run/haul/leases/NAME.json)) - FROZEN, DUMPED, SENT, COMMITTED, RESUMED, DONE. It renews the
+    lease the role took with the same O(handoff_id), or takes it (and releases it at the end) when
+    it runs alone; another migration's lease fails before anything is touched. COMMITTED is
+    recorded durably before the commit is sent; from then on SIGTERM, SIGINT and SIGHUP no longer
+    interrupt the module, which finishes the move."
   - If the confirmation is lost after commit, the source stays frozen and the module fails saying
-    so. Running the play again finds where the container runs and finishes the job.
+    so (C(source_state=frozen)). Running the play again finds where the container runs and
+    finishes the job.
+  - "A watchdog starts with the freeze (a detached process): if this module dies (SIGKILL, the OOM
+    killer) or its lease expires before COMMITTED is recorded, the watchdog kills what the module left
+    running and thaws the source, which runs again within seconds; the destination, which
+    never resumes without commit, kills its copy on its own. With COMMITTED recorded it touches nothing."
 author:
   - haul.live developers (@haul-live)
 options:
@@ -47,7 +59,7 @@ options:
     type: str
     required: true
   dest_user:
-    description: The SSH user on the destination.
+    description: The SSH user on the destination. Validated (a login name, never starting with C(-)).
     type: str
     default: root
   dest_images_dir:
@@ -60,20 +72,55 @@ options:
     description: SSH port of the destination.
     type: int
   ssh_options:
-    description: Extra SSH options, each C(Key=Value).
+    description:
+      - Extra SSH options, each C(Key=Value).
+      - Refused, with an error naming the option - C(ProxyCommand), C(ProxyJump), C(LocalCommand),
+        C(PermitLocalCommand), C(KnownHostsCommand), C(RemoteCommand), C(Include), C(Match), C(Host),
+        C(StrictHostKeyChecking) other than V(yes), C(UserKnownHostsFile=/dev/null) (or V(none)), and
+        anything with a newline. See docs/reliability.md, "SSH and input".
     type: list
     elements: str
     default: []
+  known_hosts:
+    description:
+      - The known_hosts file on this host that holds the destination's pinned host keys. Every ssh and
+        rsync runs with C(StrictHostKeyChecking=yes) and C(UserKnownHostsFile) set to it; a host key that
+        is not in it is refused. Default, ssh's own (C(~/.ssh/known_hosts)).
+      - The migrate role writes one per migration from the keys the controller read over its own connection.
+    type: path
   connect_timeout:
     description: Seconds to wait for the SSH connection and for the destination to be ready.
     type: int
     default: 10
   timeout:
     description:
-      - Seconds each phase may take (dump, transfer, restore, confirm) before the migration is
-        rolled back.
+      - Seconds each phase may take (dump, transfer, restore, commit) before the migration is
+        rolled back, unless O(timeouts) sets that phase's own.
     type: int
     default: 300
+  timeouts:
+    description:
+      - Per-phase timeouts, in seconds; each one unset is O(timeout) (C(connect) is
+        O(connect_timeout) + O(timeout)). docs/reliability.md (Timeouts) describes them.
+      - The lease is renewed at each phase for twice the next phase's timeout plus 30 seconds; a
+        module that hangs longer is killed by its watchdog, which rolls back (before COMMITTED only).
+    type: dict
+    suboptions:
+      connect:
+        description: The SSH session to the destination and the destination saying it waits.
+        type: int
+      dump:
+        description: The CRIU dump, inside the freeze. A CRIU still dumping then is killed and the source thawed.
+        type: int
+      transfer:
+        description: The images and the root filesystem's delta (rsync's I/O timeout).
+        type: int
+      restore:
+        description: From the images being there until the destination reports its copy restored (stopped).
+        type: int
+      commit:
+        description: From the commit until the destination reports its copy running.
+        type: int
   sync_rootfs:
     description:
       - Send the last changes of the root directory inside the critical section (to the same path
@@ -341,14 +388,27 @@ network:
   type: dict
 source_state:
   description:
-    - On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen,
-      V(lost) when a post-copy transfer broke after the container resumed on the destination.
+    - On failure, the state of the source copy - V(running) after a rollback, V(frozen) when it must stay frozen
+      (COMMITTED recorded - in doubt, or a post-copy transfer still running; or the lease says this migration may
+      not thaw it, and the message says why), V(lost) when a post-copy transfer broke after the container
+      resumed on the destination.
   returned: failure
   type: str
+phase:
+  description: On failure, the phase the migration had reached (PREPARING, FROZEN, DUMPED, SENT, COMMITTED, RESUMED).
+  returned: failure
+  type: str
+  sample: SENT
+rollback:
+  description: On failure, the actions the rollback rule chose for that phase, in order (docs/reliability.md).
+  returned: failure
+  type: list
+  elements: str
+  sample: [remove-destination-copy, thaw-source]
 failed_step:
   description:
-    - On failure, the step that failed (connect, predump, dump, sync, restore, commit, confirm, transfer,
-      interrupted).
+    - On failure, the step that failed (lease, watchdog, connect, predump, dump, sync, restore, commit, confirm,
+      transfer, interrupted).
   returned: failure
   type: str
 log_tail:
@@ -364,6 +424,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def main():
@@ -378,8 +439,12 @@ def main():
             ssh_key=dict(type='path', no_log=False),
             ssh_port=dict(type='int'),
             ssh_options=dict(type='list', elements='str', default=[]),
+            known_hosts=dict(type='path'),
             connect_timeout=dict(type='int', default=10),
             timeout=dict(type='int', default=300),
+            timeouts=dict(type='dict', options=dict(
+                connect=dict(type='int'), dump=dict(type='int'), transfer=dict(type='int'),
+                restore=dict(type='int'), commit=dict(type='int'))),
             sync_rootfs=dict(type='bool', default=True),
             rootfs_dest=dict(type='path'),
             bwlimit_kib=dict(type='int'),
@@ -398,6 +463,8 @@ def main():
         mutually_exclusive=[['cgroup', 'pid']],
         supports_check_mode=True,
     )
+    check_module(module, name='name', cgroup='cgroup', handoff_id='id', dest_host='host', dest_user='user',
+                 ssh_options='ssh_option', **{'lazy.address': 'host'})
     p = module.params
     try:
         target = resolve_target(pid=p['pid'], cgroup=p['cgroup'], step='identify')

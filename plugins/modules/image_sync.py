@@ -51,7 +51,7 @@ options:
     required: true
   dest_user:
     description:
-      - The remote user.
+      - The remote user. Validated (a login name, never starting with C(-)).
     type: str
     default: root
   ssh_key:
@@ -67,16 +67,27 @@ options:
     description:
       - Extra SSH options, each of the form C(Key=Value) (passed as C(-o Key=Value)).
       - They take precedence over the options this module sets itself (C(BatchMode=yes),
-        C(StrictHostKeyChecking), C(ConnectTimeout), C(ServerAliveInterval=5)).
+        C(StrictHostKeyChecking=yes), C(ConnectTimeout), C(ServerAliveInterval=5)).
+      - Refused, with an error naming the option - C(ProxyCommand), C(ProxyJump), C(LocalCommand),
+        C(PermitLocalCommand), C(KnownHostsCommand), C(RemoteCommand), C(Include), C(Match), C(Host),
+        C(StrictHostKeyChecking) other than V(yes), C(UserKnownHostsFile=/dev/null) (or V(none)), and
+        anything with a newline. See docs/reliability.md, "SSH and input".
     type: list
     elements: str
     default: []
+  known_hosts:
+    description:
+      - The known_hosts file on this host that holds the destination's host keys (C(UserKnownHostsFile)).
+        The migrate role writes one per migration from the keys the controller read over its own
+        connection. Default, ssh's own (C(~/.ssh/known_hosts)).
+    type: path
   strict_host_key_checking:
     description:
-      - SSH C(StrictHostKeyChecking). V(accept-new) records unknown host keys and refuses changed ones.
+      - SSH C(StrictHostKeyChecking). Only V(yes) - a host key that is not in O(known_hosts) is refused;
+        trust on first use (C(accept-new)) and no check (C(no)) are not offered.
     type: str
-    choices: ['yes', 'no', accept-new]
-    default: accept-new
+    choices: ['yes']
+    default: 'yes'
   connect_timeout:
     description:
       - SSH C(ConnectTimeout), in seconds.
@@ -175,8 +186,7 @@ EXAMPLES = r'''
     rootfs_dest: /var/lib/haul/containers/ct1/rootfs
     dest_host: node2.example.com
     ssh_port: 2222
-    ssh_options:
-      - UserKnownHostsFile=/etc/haul/known_hosts
+    known_hosts: /etc/haul/known_hosts
     bwlimit_kib: 51200
 
 - name: Copy a plain directory, without manifest verification
@@ -309,6 +319,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 from ansible_collections.haul.live.plugins.module_utils._transport import (
     MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, probe_link, verify_manifest_remote)
 
@@ -336,7 +347,8 @@ def main():
             ssh_key=dict(type='path'),
             ssh_port=dict(type='int', default=22),
             ssh_options=dict(type='list', elements='str', default=[]),
-            strict_host_key_checking=dict(type='str', choices=['yes', 'no', 'accept-new'], default='accept-new'),
+            known_hosts=dict(type='path'),
+            strict_host_key_checking=dict(type='str', choices=['yes'], default='yes'),
             connect_timeout=dict(type='int', default=10),
             bwlimit_kib=dict(type='int'),
             compress=dict(type='bool', default=False),
@@ -351,6 +363,7 @@ def main():
         required_if=[('probe_bytes', 0, ('src', 'dest'))],
         supports_check_mode=True,
     )
+    check_module(module, dest_host='host', dest_user='user', ssh_options='ssh_option')
     p = module.params
     start = time.time()
     try:
@@ -359,7 +372,7 @@ def main():
         if p['probe_bytes']:
             probe(module, SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
                                     options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
-                                    connect_timeout=p['connect_timeout']))
+                                    connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts']))
         rsync = module.get_bin_path('rsync')
         if not rsync:
             raise HaulError('sync', 'rsync is not installed on this host (install the rsync package)')
@@ -368,7 +381,7 @@ def main():
                             'set verify=false to copy a plain directory' % (MANIFEST, p['src']))
         target = SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
                            options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
-                           connect_timeout=p['connect_timeout'])
+                           connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts'])
         runner = RsyncRunner(module.run_command, target, bwlimit_kib=p['bwlimit_kib'], timeout=p['timeout'],
                              rsync_bin=rsync, compress=p['compress'])
         trees = [runner.sync(p['src'], p['dest'], dry_run=module.check_mode, delete=p['delete'], mkdir_mode='0700',

@@ -24,8 +24,14 @@ description:
     transfer broke. On the source (where no daemon ran for O(images_dir)) it waits for the end of the lazy dump of
     M(haul.live.criu_dump) instead, after which the source's tasks are gone. Only the destination's wait proves
     that every page moved (CRIU's page server also ends without error when the daemon dies mid-transfer).
-  - Once the destination has resumed, the source never resumes, so a broken transfer means the container is lost;
-    the failure says so and why.
+  - O(state=finished) judges the transfer by its progress, not by a fixed total (see O(timeout)). A slow transfer that
+    keeps moving pages is waited for, however long it takes; one where no page moves fails.
+  - Once the destination has resumed, the source never resumes, so a broken or stalled transfer means the container is
+    LOST; the failure says so, why (the telling line of the CRIU log) and what had moved (RV(progress)). With
+    O(kill_lost=true) the destination's copy, which would run on memory that never comes, is killed then.
+  - O(state=reserved) reserves a free TCP port for a page server on this host (the source), so that parallel post-copy
+    migrations never get the same port. It is held until the lazy dump that uses it ends (or O(timeout) seconds when no
+    lazy dump of O(images_dir) starts).
   - O(state=absent) stops the daemon, and on the source a lazy dump of that images directory that still serves
     pages (an abort; its tasks then stay frozen in the freezer cgroup - thaw them only if the destination has not
     resumed, else kill them).
@@ -46,14 +52,16 @@ attributes:
   check_mode:
     support: full
     details:
-      - Reports whether a daemon would be started or stopped; nothing is started, stopped or waited for.
+      - Reports whether a daemon would be started or stopped; nothing is started, stopped or waited for. With
+        O(state=reserved) a free port is found but not reserved.
   diff_mode:
     support: none
   idempotent:
     support: full
     details:
       - A daemon already running for that images directory gives changed=false with O(state=started); none running
-        gives changed=false with O(state=absent).
+        gives changed=false with O(state=absent). O(state=reserved) keeps (and extends) a live reservation of
+        O(images_dir) whose port is still free, with changed=false.
 options:
   images_dir:
     description:
@@ -65,23 +73,47 @@ options:
     description:
       - V(started) - the daemon runs (started if needed).
       - V(absent) - no daemon runs for that images directory.
-      - V(finished) - wait until the daemon has exited after moving every page (up to O(timeout)).
+      - V(finished) - wait until the daemon has exited after moving every page (see O(timeout)).
+      - V(reserved) - reserve a free port for the page server of a lazy dump of O(images_dir) on this host (RV(port)).
     type: str
-    choices: [started, absent, finished]
+    choices: [started, absent, finished, reserved]
     default: started
   address:
-    description: Address of the source's page server. Required with O(state=started).
+    description:
+      - Address of the source's page server. Required with O(state=started) and O(state=reserved) (there, the address
+        the page server will listen on).
     type: str
   port:
     description: TCP port of the source's page server.
     type: int
     default: 27100
+  port_range:
+    description: With O(state=reserved), the first and the last port to choose from.
+    type: list
+    elements: int
+    default: [27100, 27899]
+  kill_lost:
+    description:
+      - With O(state=finished) on the destination, when the transfer breaks or stalls (the container is lost), stop the
+        daemon and kill the restored copy in cgroup O(cgroup) (it would run on memory that never comes; once the daemon
+        is gone, the kernel fills its missing pages with zeroes).
+    type: bool
+    default: false
+  cgroup:
+    description: The restored container's cgroup (relative to the hierarchy's root), for O(kill_lost).
+    type: str
   ready_timeout:
     description: Seconds to wait for the daemon's readiness.
     type: int
     default: 30
   timeout:
-    description: Seconds O(state=finished) waits for every page to move (and O(state=absent) for the daemon to stop).
+    description:
+      - With O(state=finished), the progress timeout - the transfer fails when no page has moved for O(timeout)
+        seconds, or for longer than twice what the remaining bytes need at the rate measured, whichever is longer.
+        There is no limit on the total, so a slow transfer that keeps moving is never declared lost. Progress is read
+        from the daemon's log on the destination, from the page server's connection (C(ss -tin)) on the source.
+      - With O(state=absent), seconds to wait for the daemon to stop; with O(state=reserved), seconds the port stays
+        reserved when no lazy dump of O(images_dir) starts.
     type: int
     default: 300
   tls:
@@ -138,6 +170,14 @@ EXAMPLES = r'''
     state: finished
     timeout: 600
 
+- name: Reserve a free port for the page server on the source
+  haul.live.lazy_pages:
+    images_dir: /var/lib/haul/images/web1
+    state: reserved
+    address: 198.18.0.11
+    timeout: 600
+  register: page_server_port
+
 - name: Stop the daemon (cleanup after a failure)
   haul.live.lazy_pages:
     images_dir: /var/lib/haul/images/web1
@@ -174,6 +214,23 @@ waited_ms:
   description: Milliseconds O(state=finished) waited for the last pages.
   returned: with O(state=finished)
   type: float
+progress:
+  description:
+    - What O(state=finished) saw of the transfer - C(moved_bytes), C(total_bytes) (None when unknown), C(rate_bytes_s),
+      C(eta_s), C(budget_s) (how long it may go without progress, at the rate measured), C(silent_s) and C(elapsed_s).
+  returned: with O(state=finished), also on failure
+  type: dict
+lost:
+  description:
+    - Set when the transfer broke or stalled with O(state=finished) - the container is LOST. C(destination_copy)
+      (C(killed) with O(kill_lost), else C(left running)), C(daemon_stopped), C(moved_bytes), C(total_bytes) and
+      C(log_line) (the telling line of the daemon's log).
+  returned: failure of O(state=finished)
+  type: dict
+reserved_until:
+  description: With O(state=reserved), when the reservation of RV(port) expires (epoch seconds) if no lazy dump uses it.
+  returned: with O(state=reserved)
+  type: float
 lazy_dump_pid:
   description: Supervisor pid of the lazy dump that O(state=absent) stopped.
   returned: when a lazy dump was stopped
@@ -206,8 +263,8 @@ address:
   returned: with O(state=started)
   type: str
 port:
-  description: The page server's port.
-  returned: with O(state=started)
+  description: The page server's port (with O(state=reserved), the port reserved).
+  returned: with O(state=started) or O(state=reserved)
   type: int
 log_tail:
   description: Last lines (at most 20) of the daemon's log.
@@ -215,7 +272,7 @@ log_tail:
   type: list
   elements: str
 failed_step:
-  description: The step that failed (lazy-pages, ready, transfer, options).
+  description: The step that failed (lazy-pages, ready, transfer, options, port).
   returned: failure
   type: str
 '''
@@ -226,6 +283,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils import _criu, _postcopy
+from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
 def run(module):
@@ -247,6 +305,17 @@ def run(module):
         result['state'] = 'absent'
         return result
 
+    if p['state'] == 'reserved':
+        if not p['address']:
+            raise HaulError('options', 'address (where the page server will listen) is required with state=reserved')
+        if len(p['port_range']) != 2:
+            raise HaulError('options', 'port_range takes two ports, the first and the last')
+        got = _postcopy.reserve_port(p['address'], images_dir, p['port_range'][0], p['port_range'][1],
+                                     ttl=p['timeout'], reserve=not module.check_mode)
+        result.update(changed=not got.get('kept'), state='reserved', port=got['port'], address=p['address'],
+                      reserved_until=got['expires'])
+        return result
+
     if p['state'] == 'finished':
         if module.check_mode:
             result['state'] = 'finished'
@@ -254,9 +323,24 @@ def run(module):
         # the destination waits for its daemon; the source (no daemon there) for its lazy dump
         job = 'dump' if _postcopy.read_state(_postcopy.state_path(images_dir, 'lazy-pages')) is None \
             and _postcopy.read_state(_postcopy.state_path(images_dir, 'dump')) is not None else 'lazy-pages'
-        st = _postcopy.wait_transfer(images_dir, job, p['timeout'])
+        try:
+            st = _postcopy.wait_transfer(images_dir, job, p['timeout'])
+        except HaulError as e:
+            if e.step == 'transfer' and job == 'lazy-pages':
+                cg = None
+                if p['kill_lost'] and p['cgroup']:
+                    from ansible_collections.haul.live.plugins.module_utils import _cgroup  # pylint: disable=import-outside-toplevel
+                    try:
+                        cg = _cgroup.Cgroup(p['cgroup'])
+                    except HaulError:
+                        cg = None
+                lost = _postcopy.abandon_lost(images_dir, cg) if p['kill_lost'] else {
+                    'destination_copy': 'left running', 'daemon_stopped': False}
+                e.details['lost'] = lost
+                e.cause = 'the container is LOST: %s' % e.cause
+            raise
         result.update(state='finished', job=job, pid=st.get('pid') or st.get('dump_pid'), rc=st.get('rc'),
-                      waited_ms=st.get('waited_ms'), log_path=st.get('log_path'))
+                      waited_ms=st.get('waited_ms'), log_path=st.get('log_path'), progress=st.get('progress'))
         restored_at = _postcopy.restored_at(images_dir)
         if restored_at and st.get('ended'):
             result['pages_moved_ms'] = round((st['ended'] - restored_at) * 1000, 1)
@@ -290,9 +374,12 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             images_dir=dict(type='path', required=True),
-            state=dict(type='str', choices=['started', 'absent', 'finished'], default='started'),
+            state=dict(type='str', choices=['started', 'absent', 'finished', 'reserved'], default='started'),
             address=dict(type='str'),
             port=dict(type='int', default=27100),
+            port_range=dict(type='list', elements='int', default=[27100, 27899]),
+            kill_lost=dict(type='bool', default=False),
+            cgroup=dict(type='str'),
             ready_timeout=dict(type='int', default=30),
             timeout=dict(type='int', default=300),
             tls=dict(type='bool', default=True),
@@ -302,10 +389,11 @@ def main():
             tls_no_cn_verify=dict(type='bool', default=False),
             criu_path=dict(type='path'),
         ),
-        required_if=[('state', 'started', ('address',))],
+        required_if=[('state', 'started', ('address',)), ('state', 'reserved', ('address',))],
         required_together=[('tls_cert', 'tls_key')],
         supports_check_mode=True,
     )
+    check_module(module, address='host')
     try:
         result = run(module)
     except HaulError as e:

@@ -93,12 +93,12 @@ def test_cmd_builder_order_and_none():
 
 
 def test_ssh_argv_defaults_and_user_options_first():
-    t = SshTarget('198.18.0.12', key='/k/id', port=2222, options=['StrictHostKeyChecking=no'])
+    t = SshTarget('198.18.0.12', key='/k/id', port=2222, options=['ConnectTimeout=3'])
     argv = t.ssh_argv()
     assert argv[0] == 'ssh'
-    assert argv[1:3] == ['-o', 'StrictHostKeyChecking=no']  # first value wins in ssh
+    assert argv[1:3] == ['-o', 'ConnectTimeout=3']  # first value wins in ssh
     assert ['-i', '/k/id'] == argv[3:5] and ['-p', '2222'] == argv[5:7]
-    for o in ('BatchMode=yes', 'StrictHostKeyChecking=accept-new', 'ConnectTimeout=10',
+    for o in ('BatchMode=yes', 'StrictHostKeyChecking=yes', 'ConnectTimeout=10',
               'ServerAliveInterval=5', 'ServerAliveCountMax=3'):
         assert o in argv and argv[argv.index(o) - 1] == '-o'
     assert t.login == 'root@198.18.0.12'
@@ -121,7 +121,7 @@ def test_rsh_is_quoted_for_rsync():
 def test_remote_argv():
     t = SshTarget('h')
     argv = t.remote_argv(['python3', '-', '/a b', 'manifest.json'])
-    assert argv[-2] == 'root@h'
+    assert argv[-3:-1] == ['--', 'root@h']
     assert argv[-1] == "python3 - '/a b' manifest.json"
 
 
