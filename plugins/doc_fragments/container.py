@@ -12,7 +12,7 @@ class ModuleDocFragment(object):
     """The options that name a container and tell CRIU how to checkpoint it.
 
     Shared by the modules that dump a container (criu_dump, criu_predump, handoff); their
-    argument spec is ``_criu.container_argspec()``.
+    argument spec is ``_container.container_argspec()``.
     """
 
     DOCUMENTATION = r'''

@@ -10,7 +10,7 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     """The page_server option of the modules that checkpoint memory (criu_dump, criu_predump);
-    their argument spec is ``_criu.page_server_argspec()``."""
+    their argument spec is ``_container.page_server_argspec()``."""
 
     DOCUMENTATION = r'''
 options:

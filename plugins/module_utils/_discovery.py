@@ -30,8 +30,9 @@ import struct
 import time
 
 from ansible_collections.haul.live.plugins.module_utils import _cgroup
-from ansible_collections.haul.live.plugins.module_utils import _criu
+from ansible_collections.haul.live.plugins.module_utils import _container
 from ansible_collections.haul.live.plugins.module_utils import _network
+from ansible_collections.haul.live.plugins.module_utils import _proc
 from ansible_collections.haul.live.plugins.module_utils import _sockets
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
@@ -51,8 +52,8 @@ def describe(found):
     cg = _cgroup.Cgroup(found['cgroup'], version=found['version'], step='discover')
     pids = found['pids']
     init = found['init_pid']
-    rss = _criu.tree_rss(pids)
-    tmpfs = _criu.tmpfs_usage(init)
+    rss = _proc.tree_rss(pids)
+    tmpfs = _proc.tmpfs_usage(init)
     return {
         'name': found['name'],
         'cgroup': '/' + found['path'].strip('/'),
@@ -63,7 +64,7 @@ def describe(found):
         'memory_bytes': rss + tmpfs,
         'rss_bytes': rss,
         'tmpfs_bytes': tmpfs,
-        'root': _criu.detect_root(init, found['name']),
+        'root': _container.detect_root(init, found['name']),
         'sockets': _sockets.count_sockets(pids),
         'network': _network.inspect(init, step='discover'),
         'non_root_processes': non_root_processes(pids),
@@ -76,7 +77,7 @@ def non_root_processes(pids, proc='/proc'):
     CAP_SYS_RESOURCE for them (``criu_check``'s ``cap_sys_resource``)."""
     count = 0
     for pid in pids:
-        st = _criu.proc_status(pid, proc)
+        st = _proc.proc_status(pid, proc)
         if st is None:
             continue
         ids = (st.get('Uid') or '').split() + (st.get('Gid') or '').split()

@@ -50,7 +50,7 @@ import os
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
-from ansible_collections.haul.live.plugins.module_utils import _phases
+from ansible_collections.haul.live.plugins.module_utils._migration import phases as _phases
 
 LEASE_DIR = '/run/haul/leases'   # tmpfs: a rebooted host has neither a lease nor a frozen container
 ROLES = ('source', 'destination')

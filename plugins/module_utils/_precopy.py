@@ -29,15 +29,10 @@ import shutil
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, log_tail
-from ansible_collections.haul.live.plugins.module_utils._criu import (
-    CriuOptions,
-    CriuSession,
-    checkpoint_kwargs,
-    container_root,
-    open_session,
-    page_server_kwargs,
-    resolve_target,
-)
+from ansible_collections.haul.live.plugins.module_utils._checkpoint import checkpoint_kwargs
+from ansible_collections.haul.live.plugins.module_utils._container import container_root, page_server_kwargs, resolve_target
+from ansible_collections.haul.live.plugins.module_utils._criu import CriuSession, open_session
+from ansible_collections.haul.live.plugins.module_utils._criu_options import CriuOptions
 from ansible_collections.haul.live.plugins.module_utils._policy import Convergence
 
 ROUND_PREFIX = 'round-'

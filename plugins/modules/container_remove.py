@@ -101,7 +101,7 @@ kept:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _lazy_pages
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import container_state
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
@@ -143,7 +143,7 @@ def main():
             if cg.remove(check_mode=check):
                 removed.append(cg.path)
         for d in p['images_dirs']:
-            if _postcopy.find_daemon(d):
+            if _lazy_pages.find_lazy_pages(d):
                 kept.append({'path': d, 'why': 'a lazy-pages daemon still serves the container from %s' % d})
                 continue
             done, why = _images.remove_ours(d, migration_id=p['migration_id'], check_mode=check)

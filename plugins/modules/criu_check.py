@@ -224,7 +224,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import gather_facts
+from ansible_collections.haul.live.plugins.module_utils._facts import gather_facts
 
 
 def main():

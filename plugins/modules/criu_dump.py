@@ -333,8 +333,9 @@ security:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, page_server_argspec
-from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._checkpoint import dump_container
+from ansible_collections.haul.live.plugins.module_utils._container import container_argspec, page_server_argspec
+from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, lazy_dump  # post-copy (issue 5)
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -360,7 +361,7 @@ def main():
     check_module(module, name='name', cgroup='cgroup', **{'lazy.address': 'host'})
     try:
         if module.params['lazy']:  # post-copy (issue 5)
-            result = dump_lazy(module.params, check_mode=module.check_mode, diff=module._diff)
+            result = lazy_dump(module.params, check_mode=module.check_mode, diff=module._diff)
         else:
             result = dump_container(module.params, check_mode=module.check_mode, diff=module._diff)
     except HaulError as e:

@@ -230,7 +230,7 @@ failed_step:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, page_server_argspec
+from ansible_collections.haul.live.plugins.module_utils._container import container_argspec, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._precopy import run_rounds
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module

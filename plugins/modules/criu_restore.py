@@ -329,10 +329,11 @@ security:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images, _postcopy
-from ansible_collections.haul.live.plugins.module_utils._criu import restore_container
-from ansible_collections.haul.live.plugins.module_utils._handoff import prepare_receive, receive_container
-from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, restore_lazy  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _criu, _images
+from ansible_collections.haul.live.plugins.module_utils._restore import restore_container
+from ansible_collections.haul.live.plugins.module_utils._migration.destination import prepare_receive, receive_container
+from ansible_collections.haul.live.plugins.module_utils._lazy_pages import restore_lazy  # post-copy (issue 5)
+from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -379,7 +380,7 @@ def main():
             lazy = module.params['handoff']['lazy']
             result = receive_container(params, lambda p: prepare_receive(p, _criu, _cgroup, _images),
                                        restore_lazy if lazy else restore_container, _cgroup,
-                                       postcopy_mod=_postcopy, criu_path=_criu.find_criu(params['criu_path']))
+                                       criu_path=_criu.find_criu(params['criu_path']))
         elif module.params['lazy_pages']:  # post-copy (issue 5)
             result = restore_lazy(module.params, check_mode=module.check_mode, diff=module._diff)
         else:

@@ -419,11 +419,12 @@ log_tail:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _postcopy, _precopy, _transport
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils._criu import container_argspec, dump_container, resolve_target
-from ansible_collections.haul.live.plugins.module_utils._handoff import send_container
-from ansible_collections.haul.live.plugins.module_utils._postcopy import dump_lazy, lazy_argspec
+from ansible_collections.haul.live.plugins.module_utils._checkpoint import dump_container
+from ansible_collections.haul.live.plugins.module_utils._container import container_argspec, resolve_target
+from ansible_collections.haul.live.plugins.module_utils._migration.source import send_container
+from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, lazy_dump
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -477,8 +478,8 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
-        result = send_container(p, module.run_command, dump_lazy if p['lazy'] else dump_container,
-                                _cgroup, _images, _transport, _postcopy, _precopy)
+        result = send_container(p, module.run_command, lazy_dump if p['lazy'] else dump_container,
+                                _cgroup, _images, _transport)
     except HaulError as e:
         fail(module, e)
     module.exit_json(**result)

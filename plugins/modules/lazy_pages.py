@@ -282,7 +282,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
-from ansible_collections.haul.live.plugins.module_utils import _criu, _postcopy
+from ansible_collections.haul.live.plugins.module_utils import _criu, _lazy_pages, _ports, _postcopy, _supervisor, _transfer
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -290,14 +290,14 @@ def run(module):
     p = module.params
     images_dir = os.path.abspath(p['images_dir'])
     result = {'changed': False, 'images_dir': images_dir}
-    running = _postcopy.find_daemon(images_dir)
+    running = _lazy_pages.find_lazy_pages(images_dir)
 
     if p['state'] == 'absent':
         dump = _postcopy.find_lazy_dump(images_dir)
         if running:
             result.update(changed=True, pid=running['pid'])
             if not module.check_mode:
-                _postcopy.stop_lazy_pages(images_dir, timeout=p['timeout'])
+                _lazy_pages.stop_lazy_pages(images_dir, timeout=p['timeout'])
         if dump:
             result.update(changed=True, lazy_dump_pid=dump.get('supervisor_pid'))
             if not module.check_mode:
@@ -310,8 +310,8 @@ def run(module):
             raise HaulError('options', 'address (where the page server will listen) is required with state=reserved')
         if len(p['port_range']) != 2:
             raise HaulError('options', 'port_range takes two ports, the first and the last')
-        got = _postcopy.reserve_port(p['address'], images_dir, p['port_range'][0], p['port_range'][1],
-                                     ttl=p['timeout'], reserve=not module.check_mode)
+        got = _ports.reserve_port(p['address'], images_dir, p['port_range'][0], p['port_range'][1],
+                                  ttl=p['timeout'], reserve=not module.check_mode)
         result.update(changed=not got.get('kept'), state='reserved', port=got['port'], address=p['address'],
                       reserved_until=got['expires'])
         return result
@@ -321,10 +321,10 @@ def run(module):
             result['state'] = 'finished'
             return result
         # the destination waits for its daemon; the source (no daemon there) for its lazy dump
-        job = 'dump' if _postcopy.read_state(_postcopy.state_path(images_dir, 'lazy-pages')) is None \
-            and _postcopy.read_state(_postcopy.state_path(images_dir, 'dump')) is not None else 'lazy-pages'
+        job = 'dump' if _supervisor.read_state(_supervisor.state_path(images_dir, 'lazy-pages')) is None \
+            and _supervisor.read_state(_supervisor.state_path(images_dir, 'dump')) is not None else 'lazy-pages'
         try:
-            st = _postcopy.wait_transfer(images_dir, job, p['timeout'])
+            st = _transfer.wait_transfer(images_dir, job, p['timeout'])
         except HaulError as e:
             if e.step == 'transfer' and job == 'lazy-pages':
                 cg = None
@@ -334,14 +334,14 @@ def run(module):
                         cg = _cgroup.Cgroup(p['cgroup'])
                     except HaulError:
                         cg = None
-                lost = _postcopy.abandon_lost(images_dir, cg) if p['kill_lost'] else {
+                lost = _transfer.abandon_lost(images_dir, cg) if p['kill_lost'] else {
                     'destination_copy': 'left running', 'daemon_stopped': False}
                 e.details['lost'] = lost
                 e.cause = 'the container is LOST: %s' % e.cause
             raise
         result.update(state='finished', job=job, pid=st.get('pid') or st.get('dump_pid'), rc=st.get('rc'),
                       waited_ms=st.get('waited_ms'), log_path=st.get('log_path'), progress=st.get('progress'))
-        restored_at = _postcopy.restored_at(images_dir)
+        restored_at = _lazy_pages.restored_at(images_dir)
         if restored_at and st.get('ended'):
             result['pages_moved_ms'] = round((st['ended'] - restored_at) * 1000, 1)
         return result
@@ -362,9 +362,9 @@ def run(module):
     if module.check_mode:
         result['state'] = 'running'
         return result
-    rep = _postcopy.start_lazy_pages(criu_path, images_dir, p['address'], p['port'], ready_timeout=p['ready_timeout'],
-                                     tls=p['tls'], tls_cacert=p['tls_cacert'], tls_cert=p['tls_cert'],
-                                     tls_key=p['tls_key'], tls_no_cn_verify=p['tls_no_cn_verify'])
+    rep = _lazy_pages.start_lazy_pages(criu_path, images_dir, p['address'], p['port'], ready_timeout=p['ready_timeout'],
+                                       tls=p['tls'], tls_cacert=p['tls_cacert'], tls_cert=p['tls_cert'],
+                                       tls_key=p['tls_key'], tls_no_cn_verify=p['tls_no_cn_verify'])
     result.update(state='running', pid=rep.get('pid'), supervisor_pid=rep.get('supervisor_pid'),
                   log_path=rep.get('log_path'), ready_ms=rep.get('ready_ms'))
     return result

@@ -184,7 +184,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils import _lease
-from ansible_collections.haul.live.plugins.module_utils import _phases
+from ansible_collections.haul.live.plugins.module_utils._migration import phases as _phases
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 

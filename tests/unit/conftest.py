@@ -59,3 +59,52 @@ def stand_in_ssh(tmp_path):
     p.write_text(STAND_IN_SSH)
     p.chmod(0o755)
     return str(p)
+
+
+def _write_proc(root, pid, nspid, ppid=1, rss_kb=None, cgroup='0::/haul/ct\n'):
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / 'status').write_text('Name:\tx\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t%d\nNSpid:\t%s\n'
+                              % (pid, ppid, '\t'.join(str(x) for x in nspid)))
+    if rss_kb is not None:
+        (d / 'smaps_rollup').write_text('00400000-7ffd [rollup]\nRss:             %d kB\nPss: 1 kB\n' % rss_kb)
+    (d / 'cgroup').write_text(cgroup)
+    (d / 'stat').write_text('%d (x y) S %d 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n' % (pid, ppid))
+
+
+@pytest.fixture
+def write_proc():
+    """``write_proc(root, pid, nspid, ppid=1, rss_kb=None, cgroup=...)``: one process of a fake /proc
+    under ``root`` (status with NSpid, stat, cgroup, smaps_rollup), for _proc and _container."""
+    return _write_proc
+
+
+# The start of a fake ``criu lazy-pages``: its options, and its behaviour ($mode) from FAKE_MODE in
+# the images dir; the caller's shell text follows (a ``case "$mode" in ... esac``).
+FAKE_CRIU_HEAD = r"""#!/bin/sh
+# fake "criu lazy-pages": behaviour chosen by $FAKE_MODE in the images dir
+dir=""; fd=""; log=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --images-dir) dir=$2; shift;;
+    --status-fd) fd=$2; shift;;
+    --log-file) log=$2; shift;;
+  esac
+  shift
+done
+mode=$(cat "$dir/FAKE_MODE")
+"""
+
+
+@pytest.fixture
+def fake_criu(tmp_path):
+    """``fake_criu(body)``: an executable fake criu (:data:`FAKE_CRIU_HEAD` + ``body``) and an empty
+    images dir; returns their paths (``tmp_path / 'criu'``, ``tmp_path / 'images'``)."""
+    def make(body):
+        criu = tmp_path / 'criu'
+        criu.write_text(FAKE_CRIU_HEAD + body)
+        criu.chmod(0o755)
+        img = tmp_path / 'images'
+        img.mkdir()
+        return criu, img
+    return make

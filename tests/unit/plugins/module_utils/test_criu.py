@@ -11,12 +11,11 @@ attribute names as pycriu.rpc (criu_opts, criu_req, criu_resp, enum constants).
 
 from __future__ import annotations
 
-import os
 import types
 
 import pytest
 
-from ansible_collections.haul.live.plugins.module_utils import _criu
+from ansible_collections.haul.live.plugins.module_utils import _criu, _criu_options
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 
@@ -242,7 +241,7 @@ def test_telling_error_no_log(tmp_path):
 # --------------------------------------------------------------------------- options
 
 def test_options_defaults():
-    o = _criu.CriuOptions(pid=40)
+    o = _criu_options.CriuOptions(pid=40)
     assert o.network_lock == 'nftables'
     assert o.log_level == 4
     opts = o.apply(fake_opts(), FAKE_RPC)
@@ -255,7 +254,7 @@ def test_options_defaults():
 
 def test_options_full_dump(tmp_path):
     images = str(tmp_path / 'round2')
-    o = _criu.CriuOptions(
+    o = _criu_options.CriuOptions(
         pid=40, root='/var/lib/haul/containers/ct/rootfs', external=['mnt[]:m', 'net[4026532]:veth'],
         leave_stopped=True, network_lock='skip', tcp_established=True, manage_cgroups=True,
         manage_cgroups_mode='soft', freeze_cgroup='/sys/fs/cgroup/freezer/haul/ct', shell_job=False,
@@ -282,8 +281,8 @@ def test_options_full_dump(tmp_path):
 
 
 def test_options_restore():
-    opts = _criu.CriuOptions(root='/r', rst_sibling=True, manage_cgroups=True, manage_cgroups_mode='none',
-                             network_lock='iptables').apply(fake_opts(), FAKE_RPC)
+    opts = _criu_options.CriuOptions(root='/r', rst_sibling=True, manage_cgroups=True, manage_cgroups_mode='none',
+                                     network_lock='iptables').apply(fake_opts(), FAKE_RPC)
     assert opts.rst_sibling is True
     assert opts.manage_cgroups_mode == FAKE_RPC.CG_NONE
     assert opts.network_lock == FAKE_RPC.IPTABLES
@@ -291,7 +290,7 @@ def test_options_restore():
 
 
 def test_options_relative_parent_kept():
-    o = _criu.CriuOptions(pid=1, parent_img='../r1')
+    o = _criu_options.CriuOptions(pid=1, parent_img='../r1')
     assert o.apply(fake_opts(), FAKE_RPC, '/images/r2').parent_img == '../r1'
     assert o.parent_relative('/images/r2') == '../r1'
 
@@ -311,18 +310,18 @@ def test_options_relative_parent_kept():
 ])
 def test_options_invalid(kwargs, needle):
     with pytest.raises(HaulError) as e:
-        _criu.CriuOptions(**kwargs)
+        _criu_options.CriuOptions(**kwargs)
     assert e.value.step == 'options'
     assert needle in e.value.msg
 
 
 def test_options_unknown_name():
     with pytest.raises(TypeError):
-        _criu.CriuOptions(leave_runnin=True)
+        _criu_options.CriuOptions(leave_runnin=True)
 
 
 def test_options_describe():
-    d = _criu.CriuOptions(pid=3, tcp_established=False).describe()
+    d = _criu_options.CriuOptions(pid=3, tcp_established=False).describe()
     assert d == {'pid': 3, 'tcp_established': False, 'network_lock': 'nftables', 'log_level': 4}
 
 
@@ -362,7 +361,7 @@ def test_session_dump_success(tmp_path, criu_bin):
     images.mkdir()
     mod, sent = make_fake_pycriu({FAKE_RPC.DUMP: ok_resp()})
     s = _criu.CriuSession(str(images), criu_path=criu_bin, pycriu_mod=mod)
-    res = s.dump(_criu.CriuOptions(pid=40, leave_stopped=True))
+    res = s.dump(_criu_options.CriuOptions(pid=40, leave_stopped=True))
     req = sent[0]
     assert req.type == FAKE_RPC.DUMP
     assert req.opts.log_file == 'dump.log'
@@ -383,7 +382,7 @@ def test_session_dump_failure_has_telling_line(tmp_path, criu_bin):
     mod, dummy = make_fake_pycriu({FAKE_RPC.DUMP: fail})
     s = _criu.CriuSession(str(images), criu_path=criu_bin, pycriu_mod=mod)
     with pytest.raises(HaulError) as e:
-        s.dump(_criu.CriuOptions(pid=40))
+        s.dump(_criu_options.CriuOptions(pid=40))
     err = e.value
     assert err.step == 'dump'
     assert err.msg.startswith('dump: criu dump failed (errno ENOENT): ')
@@ -402,7 +401,7 @@ def test_session_dump_failure_uses_errmsg_without_log(tmp_path, criu_bin):
                                                              cr_errmsg='Error: no images\nmore')})
     s = _criu.CriuSession(str(images), criu_path=criu_bin, pycriu_mod=mod)
     with pytest.raises(HaulError) as e:
-        s.restore(_criu.CriuOptions(root='/r'))
+        s.restore(_criu_options.CriuOptions(root='/r'))
     assert e.value.msg == 'restore: criu restore failed: Error: no images'
     assert e.value.log is None
 
@@ -413,7 +412,7 @@ def test_session_internal_error(tmp_path, criu_bin):
     mod, dummy = make_fake_pycriu({FAKE_RPC.DUMP: FakeCRIUException('DUMP failed with internal error: reset')})
     s = _criu.CriuSession(str(images), criu_path=criu_bin, pycriu_mod=mod)
     with pytest.raises(HaulError) as e:
-        s.dump(_criu.CriuOptions(pid=4))
+        s.dump(_criu_options.CriuOptions(pid=4))
     assert 'criu DUMP could not run' in e.value.msg
 
 
@@ -422,7 +421,7 @@ def test_session_restore_returns_pid(tmp_path, criu_bin):
     images.mkdir()
     mod, sent = make_fake_pycriu({FAKE_RPC.RESTORE: ok_resp(restore=FakeMsg(pid=1234))})
     s = _criu.CriuSession(str(images), criu_path=criu_bin, pycriu_mod=mod)
-    res = s.restore(_criu.CriuOptions(root='/r', rst_sibling=True))
+    res = s.restore(_criu_options.CriuOptions(root='/r', rst_sibling=True))
     assert res['pid'] == 1234
     assert sent[0].opts.rst_sibling is True
     assert sent[0].opts.log_file == 'restore.log'
@@ -432,7 +431,7 @@ def test_pre_dump_refused_without_dirty_tracking(tmp_path, criu_bin):
     mod, sent = make_fake_pycriu({})
     s = _criu.CriuSession(str(tmp_path), criu_path=criu_bin, pycriu_mod=mod)
     with pytest.raises(HaulError) as e:
-        s.pre_dump(_criu.CriuOptions(pid=4), features={'mem_dirty_track': False})
+        s.pre_dump(_criu_options.CriuOptions(pid=4), features={'mem_dirty_track': False})
     assert 'CONFIG_MEM_SOFT_DIRTY' in e.value.msg
     assert e.value.step == 'pre-dump'
     assert not sent
@@ -441,7 +440,7 @@ def test_pre_dump_refused_without_dirty_tracking(tmp_path, criu_bin):
 def test_pre_dump_sets_track_mem(tmp_path, criu_bin):
     mod, sent = make_fake_pycriu({FAKE_RPC.PRE_DUMP: ok_resp()})
     s = _criu.CriuSession(str(tmp_path), criu_path=criu_bin, pycriu_mod=mod)
-    s.pre_dump(_criu.CriuOptions(pid=4), features={'mem_dirty_track': True})
+    s.pre_dump(_criu_options.CriuOptions(pid=4), features={'mem_dirty_track': True})
     assert sent[0].opts.track_mem is True
     assert sent[0].opts.log_file == 'pre-dump.log'
 
@@ -472,201 +471,3 @@ def test_cli_feature(tmp_path):
     assert s.cli_feature('timens') is True
     assert s.cli_feature('mem_dirty_track') is False
     assert s.cli_feature('warp_drive') is None
-
-
-# --------------------------------------------------------------------------- targets
-
-def write_proc(root, pid, nspid, ppid=1, rss_kb=None, cgroup='0::/haul/ct\n'):
-    d = root / str(pid)
-    d.mkdir(parents=True)
-    (d / 'status').write_text('Name:\tx\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t%d\nNSpid:\t%s\n'
-                              % (pid, ppid, '\t'.join(str(x) for x in nspid)))
-    if rss_kb is not None:
-        (d / 'smaps_rollup').write_text('00400000-7ffd [rollup]\nRss:             %d kB\nPss: 1 kB\n' % rss_kb)
-    (d / 'cgroup').write_text(cgroup)
-    (d / 'stat').write_text('%d (x y) S %d 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0\n' % (pid, ppid))
-
-
-def test_find_pidns_init(tmp_path):
-    write_proc(tmp_path, 40, [40, 1], ppid=30)
-    write_proc(tmp_path, 41, [41, 2], ppid=40)
-    write_proc(tmp_path, 42, [42, 3], ppid=41)
-    write_proc(tmp_path, 30, [30], ppid=1)
-    assert _criu.find_pidns_init(42, proc=str(tmp_path)) == 40
-    assert _criu.find_pidns_init(40, proc=str(tmp_path)) == 40
-    assert _criu.find_pidns_init(30, proc=str(tmp_path)) is None
-    assert _criu.find_pidns_init(99, proc=str(tmp_path)) is None
-
-
-class FakeCgroup:
-    base = None  # set by fake_cgroup_mod to a directory below tmp_path
-
-    def __init__(self, path, step='cgroup', **kw):
-        if path.strip('/') not in ('haul/ct', 'haul'):
-            raise HaulError(step, 'cgroup %s does not exist (looked in /sys/fs/cgroup/%s)' % (path, path))
-        self.rel = path.strip('/')
-        self.path = os.path.join(self.base, 'unified', self.rel)
-        self.version = 'v2'
-        self.twins = [os.path.join(self.base, 'freezer', self.rel)]
-        if os.path.isdir(os.path.dirname(self.path)):
-            os.makedirs(self.path, exist_ok=True)
-            with open(os.path.join(self.path, 'cgroup.procs'), 'w') as f:
-                f.write('' if self.rel == 'haul' else '40\n41\n')
-
-    @classmethod
-    def from_pid(cls, pid, step='cgroup', **kw):
-        return cls('haul/ct', step=step)
-
-    def pids(self):
-        return [40, 41]
-
-
-def fake_cgroup_mod(proc):
-    FakeCgroup.base = os.path.join(proc, 'cgroupfs')
-    os.makedirs(os.path.join(FakeCgroup.base, 'unified', 'haul'), exist_ok=True)
-    from ansible_collections.haul.live.plugins.module_utils import _cgroup
-    return types.SimpleNamespace(Cgroup=FakeCgroup,
-                                 pidns_init=lambda pids, proc=proc: _cgroup.pidns_init(pids, proc=proc))
-
-
-def test_resolve_target_by_pid(tmp_path):
-    write_proc(tmp_path, 40, [40, 1])
-    write_proc(tmp_path, 41, [41, 2], ppid=40)
-    t = _criu.resolve_target(pid=40, proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert t['pid'] == 40
-    assert t['cgroup_path'] == '/haul/ct'
-    assert t['pids'] == [40, 41]
-
-
-def test_resolve_target_by_cgroup(tmp_path):
-    write_proc(tmp_path, 40, [40, 1])
-    write_proc(tmp_path, 41, [41, 2], ppid=40)
-    t = _criu.resolve_target(cgroup='haul/ct', proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert t['pid'] == 40
-
-
-def test_resolve_target_missing_pid(tmp_path):
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(pid=999999, proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert e.value.msg == 'identify: pid 999999 does not exist'
-
-
-def test_resolve_target_pid_not_init(tmp_path):
-    write_proc(tmp_path, 40, [40, 1])
-    write_proc(tmp_path, 41, [41, 2], ppid=40)
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(pid=41, proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert 'pid 41 is pid 2 inside a container\'s pid namespace, not its init' in e.value.msg
-    assert 'its init is pid 40' in e.value.msg
-
-
-def test_resolve_target_pid_not_in_pidns(tmp_path):
-    write_proc(tmp_path, 30, [30])
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(pid=30, proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert 'not in a pid namespace of its own' in e.value.msg
-
-
-def test_resolve_target_missing_cgroup(tmp_path):
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(cgroup='haul/nope', proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert e.value.step == 'identify'
-    assert 'does not exist' in e.value.msg
-
-
-def test_resolve_target_parent_cgroup(tmp_path):
-    proc = tmp_path / 'proc'
-    write_proc(proc, 40, [40, 1])
-    write_proc(proc, 41, [41, 2], ppid=40)
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(cgroup='haul', proc=str(proc), cgroup_mod=fake_cgroup_mod(str(proc)))
-    assert 'holds no pid-namespace init' in e.value.msg
-    assert "pid 40 below it is one: give the container's own cgroup" in e.value.msg
-
-
-def test_resolve_target_cgroup_without_init(tmp_path):
-    write_proc(tmp_path, 40, [40])
-    write_proc(tmp_path, 41, [41])
-    with pytest.raises(HaulError) as e:
-        _criu.resolve_target(cgroup='haul/ct', proc=str(tmp_path), cgroup_mod=fake_cgroup_mod(str(tmp_path)))
-    assert 'holds no pid-namespace init' in e.value.msg
-
-
-def test_all_stopped(tmp_path):
-    write_proc(tmp_path, 40, [40, 1])
-    write_proc(tmp_path, 41, [41, 2], ppid=40)
-    assert not _criu.all_stopped([40, 41], proc=str(tmp_path))
-    for pid in (40, 41):
-        st = tmp_path / str(pid) / 'status'
-        st.write_text(st.read_text().replace('S (sleeping)', 'T (stopped)'))
-    assert _criu.all_stopped([40, 41, 42], proc=str(tmp_path))
-    assert not _criu.all_stopped([42], proc=str(tmp_path))
-
-
-def test_tree_rss(tmp_path):
-    write_proc(tmp_path, 40, [40, 1], rss_kb=1000)
-    write_proc(tmp_path, 41, [41, 2], rss_kb=24)
-    assert _criu.tree_rss([40, 41, 42], proc=str(tmp_path)) == 1024 * 1024
-
-
-def test_proc_starttime_and_cgroup(tmp_path):
-    write_proc(tmp_path, 40, [40, 1])
-    assert _criu.proc_starttime(40, proc=str(tmp_path)) == 123456
-    assert _criu.proc_cgroup_v2(40, proc=str(tmp_path)) == '/haul/ct'
-    assert _criu.proc_starttime(41, proc=str(tmp_path)) is None
-
-
-def test_criu_freeze_cgroup_prefers_v1_twin():
-    cg = types.SimpleNamespace(version='v2', path='/sys/fs/cgroup/unified/haul/ct',
-                               twins=['/sys/fs/cgroup/freezer/haul/ct'])
-    assert _criu.criu_freeze_cgroup(cg) == '/sys/fs/cgroup/freezer/haul/ct'
-    cg.twins = []
-    assert _criu.criu_freeze_cgroup(cg) == '/sys/fs/cgroup/unified/haul/ct'
-
-
-def test_detect_root(tmp_path, monkeypatch):
-    rootfs = tmp_path / 'containers' / 'ct' / 'rootfs'
-    rootfs.mkdir(parents=True)
-    proc = tmp_path / 'proc'
-    (proc / '40').mkdir(parents=True)
-    os.symlink(str(rootfs), str(proc / '40' / 'root'))
-    (proc / '40' / 'mountinfo').write_text('65 48 0:40 /elsewhere / rw - overlay overlay rw\n')
-    monkeypatch.setattr(_criu, 'CONTAINERS_DIR', str(tmp_path / 'containers'))
-    assert _criu.detect_root(40, 'ct', proc=str(proc)) == str(rootfs)
-    # by the mountinfo root field when the convention path is not it
-    assert _criu.detect_root(40, 'other', proc=str(proc)) is None
-    (proc / '40' / 'mountinfo').write_text('65 48 0:40 %s / rw - overlay overlay rw\n' % rootfs)
-    assert _criu.detect_root(40, 'other', proc=str(proc)) == str(rootfs)
-
-
-# --------------------------------------------------------------------------- facts helpers
-
-CPUINFO = """\
-processor\t: 0
-vendor_id\t: GenuineIntel
-cpu family\t: 6
-model\t\t: 167
-model name\t: Intel(R) Xeon(R) Processor
-stepping\t: 1
-flags\t\t: fpu vme sse2 avx2
-
-processor\t: 1
-vendor_id\t: GenuineIntel
-cpu family\t: 6
-model\t\t: 167
-model name\t: Intel(R) Xeon(R) Processor
-stepping\t: 1
-flags\t\t: fpu vme sse2 avx2
-"""
-
-
-def test_parse_cpuinfo():
-    cpu = _criu.parse_cpuinfo(CPUINFO)
-    assert cpu['vendor'] == 'GenuineIntel'
-    assert cpu['family'] == 6 and cpu['model'] == 167 and cpu['stepping'] == 1
-    assert cpu['count'] == 2
-    assert cpu['flags_count'] == 4
-    other = _criu.parse_cpuinfo(CPUINFO.replace('avx2', 'avx512f'))
-    assert other['flags_sha256'] != cpu['flags_sha256']
-    same_order = _criu.parse_cpuinfo(CPUINFO.replace('fpu vme sse2 avx2', 'avx2 sse2 vme fpu'))
-    assert same_order['flags_sha256'] == cpu['flags_sha256']

@@ -15,7 +15,7 @@ import stat
 import pytest
 
 from ansible_collections.haul.live.plugins.module_utils import _lease
-from ansible_collections.haul.live.plugins.module_utils import _phases
+from ansible_collections.haul.live.plugins.module_utils._migration import phases as _phases
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 OWNER_A = {'host': 'ctl-a', 'pid': 101, 'user': 'root', 'started': '2026-11-30T17:00:00Z'}

@@ -17,8 +17,7 @@ import socket
 
 import pytest
 
-from ansible_collections.haul.live.plugins.module_utils import _criu
-from ansible_collections.haul.live.plugins.module_utils import _sockets
+from ansible_collections.haul.live.plugins.module_utils import _checkpoint, _sockets
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 TCP_HEADER = ('  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n')
@@ -219,9 +218,9 @@ def test_criu_dump_refuses_before_any_freeze(live_sockets, monkeypatch):
     real = os.uname()
     monkeypatch.setattr(os, 'uname', lambda: (real[0], 'node1', '6.18.44-fc-v782', real[3], real[4]))
     with pytest.raises(HaulError) as e:
-        _criu.checked_sockets('web1', [os.getpid()], '4.1.1')
+        _checkpoint.checked_sockets('web1', [os.getpid()], '4.1.1')
     assert e.value.step == 'sockets'
     assert e.value.cause.startswith('node1 cannot move web1: it holds ')
     assert e.value.cause.endswith(' TCP/UDP sockets and CRIU 4.1.1 cannot dump sockets on kernel 6.18 (needs CRIU >= 4.2)')
-    counts = _criu.checked_sockets('web1', [os.getpid()], '4.2.1')
+    counts = _checkpoint.checked_sockets('web1', [os.getpid()], '4.2.1')
     assert counts['tcp_established'] >= 2

@@ -3,25 +3,43 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Unit tests for the post-copy transfer budget, its progress, the page-server ports and the hold
-(plugins/module_utils/_postcopy.py, issue 10: post-copy turns slow into lost; ports).
-
-The lazy-pages daemon is a shell script that writes the lines ``criu lazy-pages -v4`` writes.
+"""Unit tests for plugins/module_utils/_transfer.py: the transfer budget, the progress read from
+the lazy-pages log, and the waits for the end of a transfer (with a fake daemon).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import stat
-import subprocess
 import time
 
 import pytest
 
-from ansible_collections.haul.live.plugins.module_utils import _postcopy
+from ansible_collections.haul.live.plugins.module_utils import _lazy_pages, _proc, _supervisor, _transfer
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.filter.report_line import report_line
+
+
+def test_wait_transfer_nothing_started(tmp_path):
+    with pytest.raises(HaulError, match='no dump job'):
+        _transfer.wait_transfer(str(tmp_path / 'none'), 'dump', 1)
+
+
+def test_wait_transfer_killed_job(tmp_path):
+    img = str(tmp_path / 'img')
+    _supervisor.write_state(_supervisor.state_path(img, 'dump'), {'state': 'running', 'supervisor_pid': 999999999})
+    with pytest.raises(HaulError, match='without a final state'):
+        _transfer.wait_transfer(img, 'dump', 1)
+
+
+def test_transferred_pages_sums_the_last_count_of_each_task(tmp_path):
+    log = tmp_path / 'lazy-pages.log'
+    log.write_text('(00.1) uffd: 1-11: UFFD transferred pages: (10/8199)\n'
+                   '(00.2) something else\n'
+                   '(00.9) uffd: 1-11: UFFD transferred pages: (8199/8199)\n'
+                   '(01.0) uffd: 2-12: UFFD transferred pages: (5/5)\n')
+    assert _transfer.transferred_pages(str(log)) == 8204
+    assert _transfer.transferred_pages(str(tmp_path / 'missing.log')) == 0
+
 
 MIB = 1024 * 1024
 
@@ -29,14 +47,14 @@ MIB = 1024 * 1024
 # --------------------------------------------------------------------------- the budget arithmetic
 
 def test_budget_before_any_progress_is_the_floor():
-    b = _postcopy.TransferBudget(30, now=100.0)
+    b = _transfer.TransferBudget(30, now=100.0)
     assert b.rate() is None and b.eta_s() is None and b.budget_s() == 30
     assert not b.expired(now=130.0)
     assert b.expired(now=130.1)
 
 
 def test_budget_follows_the_measured_rate():
-    b = _postcopy.TransferBudget(10, now=0.0)
+    b = _transfer.TransferBudget(10, now=0.0)
     b.observe(0, total=100 * MIB, now=0.0)
     assert b.observe(10 * MIB, now=10.0)  # 1 MiB/s, 90 MiB left: 90 s at that rate
     assert b.rate() == pytest.approx(MIB)
@@ -48,7 +66,7 @@ def test_budget_follows_the_measured_rate():
 
 def test_slow_but_moving_is_never_expired():
     # 100 MiB at 64 KiB/s: about 1600 s, far beyond an old fixed budget of 2 x 20 s
-    b = _postcopy.TransferBudget(20, now=0.0)
+    b = _transfer.TransferBudget(20, now=0.0)
     b.observe(0, total=100 * MIB, now=0.0)
     t, moved = 0.0, 0
     while moved < 100 * MIB:
@@ -60,7 +78,7 @@ def test_slow_but_moving_is_never_expired():
 
 
 def test_a_stall_expires_after_the_floor_when_little_is_left():
-    b = _postcopy.TransferBudget(5, now=0.0)
+    b = _transfer.TransferBudget(5, now=0.0)
     b.observe(0, total=10 * MIB, now=0.0)
     b.observe(9 * MIB, now=1.0)  # fast: 1 MiB left needs 1/9 s; the floor (5 s) rules
     assert b.budget_s() == 5
@@ -71,7 +89,7 @@ def test_a_stall_expires_after_the_floor_when_little_is_left():
 
 
 def test_rate_is_measured_over_the_window():
-    b = _postcopy.TransferBudget(1, window=10, now=0.0)
+    b = _transfer.TransferBudget(1, window=10, now=0.0)
     b.observe(100 * MIB, total=1000 * MIB, now=1.0)  # a fast start...
     for t in range(2, 40):
         b.observe(100 * MIB + (t - 1) * MIB, now=float(t))  # ...then 1 MiB/s
@@ -79,7 +97,7 @@ def test_rate_is_measured_over_the_window():
 
 
 def test_total_unknown_uses_the_floor_and_summary_says_what_is_known():
-    b = _postcopy.TransferBudget(7, now=0.0)
+    b = _transfer.TransferBudget(7, now=0.0)
     b.observe(4096, now=1.0)
     assert b.remaining() is None and b.budget_s() == 7
     s = b.summary(now=3.0)
@@ -100,7 +118,7 @@ LOG = '''(00.001) uffd: 1234-5: Found 100 pages to be handled by UFFD
 
 def test_daemon_progress_reads_the_log_as_it_grows(tmp_path):
     log = tmp_path / 'lazy-pages.log'
-    p = _postcopy.DaemonProgress(str(log), page_size=4096)
+    p = _transfer.DaemonProgress(str(log), page_size=4096)
     assert p.read() == (0, None)  # no log yet
     log.write_text(LOG[:130])  # a partial line is kept for later
     moved, total = p.read()
@@ -116,24 +134,13 @@ def test_daemon_progress_reads_the_log_as_it_grows(tmp_path):
 def test_socket_bytes_from_ss():
     out = ('ESTAB 0 0 198.18.0.11:27123 198.18.0.12:40000\n\t cubic rto:204 bytes_sent:999 bytes_acked:8193 '
            'bytes_received:120 segs_out:9\n')
-    assert _postcopy.socket_bytes(27123, run=lambda argv: out) == 8193
-    assert _postcopy.socket_bytes(27123, run=lambda argv: '') is None
+    assert _transfer.socket_bytes(27123, run=lambda argv: out) == 8193
+    assert _transfer.socket_bytes(27123, run=lambda argv: '') is None
 
 
 # --------------------------------------------------------------------------- wait_transfer with a daemon
 
-FAKE_CRIU = r'''#!/bin/sh
-dir=""; fd=""; log=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --images-dir) dir=$2; shift;;
-    --status-fd) fd=$2; shift;;
-    --log-file) log=$2; shift;;
-  esac
-  shift
-done
-mode=$(cat "$dir/FAKE_MODE")
-L="$dir/$log"
+FAKE_CRIU_MODES = r'''L="$dir/$log"
 printf '\0' >&$fd
 echo "(00.001) uffd: 77-3: Found 64 pages to be handled by UFFD" >> "$L"
 case "$mode" in
@@ -151,27 +158,23 @@ esac
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    criu = tmp_path / 'criu'
-    criu.write_text(FAKE_CRIU)
-    criu.chmod(criu.stat().st_mode | stat.S_IXUSR)
-    img = tmp_path / 'images'
-    img.mkdir()
+def daemon(fake_criu):
+    criu, img = fake_criu(FAKE_CRIU_MODES)
 
     def start(mode):
         (img / 'FAKE_MODE').write_text(mode)
-        return _postcopy.start_lazy_pages(str(criu), str(img), '198.18.0.11', 27100, ready_timeout=10, tls=False)
+        return _lazy_pages.start_lazy_pages(str(criu), str(img), '198.18.0.11', 27100, ready_timeout=10, tls=False)
     yield str(img), start
-    st = _postcopy.read_state(_postcopy.state_path(str(img), 'lazy-pages'))
-    if st and st.get('pid') and _postcopy.pid_alive(st['pid']):
-        _postcopy._kill_tree(st.get('supervisor_pid') or st['pid'])
+    st = _supervisor.read_state(_supervisor.state_path(str(img), 'lazy-pages'))
+    if st and st.get('pid') and _proc.pid_alive(st['pid']):
+        _proc.kill_tree(st.get('supervisor_pid') or st['pid'])
 
 
 def test_a_slow_transfer_that_keeps_moving_finishes(daemon):
     img, start = daemon
     start('slow')
     beats = []
-    st = _postcopy.wait_transfer(img, 'lazy-pages', 0.6, on_progress=beats.append, beat=0.2)
+    st = _transfer.wait_transfer(img, 'lazy-pages', 0.6, on_progress=beats.append, beat=0.2)
     assert st['rc'] == 0
     assert st['waited_ms'] > 1500  # longer than 2 x the timeout, and not declared lost
     assert st['progress']['moved_bytes'] == 64 * 4096 == st['progress']['total_bytes']
@@ -183,23 +186,23 @@ def test_a_stalled_transfer_is_lost_with_what_moved(daemon):
     start('stall')
     t0 = time.time()
     with pytest.raises(HaulError) as e:
-        _postcopy.wait_transfer(img, 'lazy-pages', 0.5)
+        _transfer.wait_transfer(img, 'lazy-pages', 0.5)
     assert time.time() - t0 < 10
     assert e.value.step == 'transfer'
     assert 'no page moved for' in e.value.msg and 'the container is lost' in e.value.msg
     assert 'moved 32768 of 262144 bytes' in e.value.msg
     assert e.value.details['progress']['moved_bytes'] == 8 * 4096
     # what the destination then does: the daemon stopped (the copy's cgroup is the caller's)
-    lost = _postcopy.abandon_lost(img, None)
+    lost = _transfer.abandon_lost(img, None)
     assert lost['daemon_stopped'] is True and lost['moved_bytes'] == 8 * 4096
-    assert _postcopy.find_daemon(img) is None
+    assert _lazy_pages.find_lazy_pages(img) is None
 
 
 def test_a_killed_page_server_is_lost_with_the_telling_line(daemon):
     img, start = daemon
     start('killed')
     with pytest.raises(HaulError) as e:
-        _postcopy.wait_transfer(img, 'lazy-pages', 30)
+        _transfer.wait_transfer(img, 'lazy-pages', 30)
     assert 'the container is lost' in e.value.msg and 'Connection reset by peer' in e.value.msg
     assert e.value.details['progress']['moved_bytes'] == 4096
 
@@ -218,7 +221,7 @@ class _Cg(object):
 def test_abandon_lost_kills_the_copy_that_runs_on_missing_memory(tmp_path):
     cg = _Cg()
     (tmp_path / 'lazy-pages.log').write_text(LOG + '(00.9) Error (criu/uffd.c:1): uffd: Failed to read\n')
-    lost = _postcopy.abandon_lost(str(tmp_path), cg)
+    lost = _transfer.abandon_lost(str(tmp_path), cg)
     assert cg.calls == ['kill', 'remove'] and lost['destination_copy'] == 'killed'
     assert lost['daemon_stopped'] is False and lost['total_bytes'] == 128 * os.sysconf('SC_PAGE_SIZE')
     assert 'Failed to read' in lost['log_line']
@@ -235,7 +238,7 @@ def test_follow_transfer_waits_through_beats_and_keeps_the_last_progress():
     def expect(states, timeout, step):
         seen.append((states, timeout, step))
         return statuses.pop(0)
-    st = _postcopy.follow_transfer(expect, 'complete', 'running', 20)
+    st = _transfer.follow_transfer(expect, 'complete', 'running', 20)
     assert st['state'] == 'complete' and st['progress'] == {'moved_bytes': 2}
     assert seen == [(('complete', 'running'), 20, 'transfer')] * 3
 
@@ -248,7 +251,7 @@ def test_follow_transfer_silence_says_what_was_last_heard():
             return statuses.pop(0)
         raise HaulError(step, 'the destination n2 did not report complete or running within 20s')
     with pytest.raises(HaulError) as e:
-        _postcopy.follow_transfer(expect, 'complete', 'running', 20)
+        _transfer.follow_transfer(expect, 'complete', 'running', 20)
     assert e.value.step == 'transfer' and 'no word from the destination' in e.value.msg
     assert e.value.details['progress'] == {'moved_bytes': 5}
 
@@ -256,98 +259,7 @@ def test_follow_transfer_silence_says_what_was_last_heard():
 def test_follow_transfer_returns_a_lost_verdict():
     def expect(states, timeout, step):
         return {'state': 'lost', 'final': True, 'msg': 'transfer: no page moved for 20s'}
-    assert _postcopy.follow_transfer(expect, 'complete', 'running', 20)['state'] == 'lost'
-
-
-# --------------------------------------------------------------------------- page-server ports
-
-def _ports(tmp_path):
-    return dict(lock_file=str(tmp_path / 'ports.lock'), table_file=str(tmp_path / 'ports.json'))
-
-
-def test_parallel_reservations_never_share_a_port(tmp_path):
-    kw = _ports(tmp_path)
-    got = [_postcopy.reserve_port('127.0.0.1', '/var/lib/haul/images/ct%d' % i, 40100, 40102, ttl=60,
-                                  now=1000.0, is_free=lambda a, p: True, **kw)['port'] for i in range(3)]
-    assert sorted(got) == [40100, 40101, 40102]
-    with pytest.raises(HaulError) as e:
-        _postcopy.reserve_port('127.0.0.1', '/var/lib/haul/images/ct9', 40100, 40102, ttl=60, now=1000.0,
-                               is_free=lambda a, p: True, **kw)
-    assert e.value.step == 'port' and 'no free page-server port in 40100-40102' in e.value.msg
-    # expired reservations (no lazy dump runs for them) free their ports
-    again = _postcopy.reserve_port('127.0.0.1', '/var/lib/haul/images/ct9', 40100, 40102, ttl=60, now=1061.0,
-                                   is_free=lambda a, p: True, **kw)
-    assert again['port'] in got and again['kept'] is False
-
-
-def test_a_reservation_is_kept_for_its_own_images_dir_and_released(tmp_path):
-    kw = _ports(tmp_path)
-    first = _postcopy.reserve_port('127.0.0.1', '/img/a', 40100, 40199, ttl=60, now=0.0, is_free=lambda a, p: True,
-                                   **kw)
-    second = _postcopy.reserve_port('127.0.0.1', '/img/a', 40100, 40199, ttl=60, now=10.0,
-                                    is_free=lambda a, p: True, **kw)
-    assert second['port'] == first['port'] and second['kept'] is True and second['expires'] == 70.0
-    assert _postcopy.release_port('/img/a', **kw) == [first['port']]
-    assert _postcopy.release_port('/img/a', **kw) == []
-
-
-def test_a_bound_port_is_skipped_and_check_mode_reserves_nothing(tmp_path):
-    import socket
-    kw = _ports(tmp_path)
-    sk = socket.socket()
-    sk.bind(('127.0.0.1', 0))
-    busy = sk.getsockname()[1]
-    try:
-        assert not _postcopy.port_free('127.0.0.1', busy)
-        got = _postcopy.reserve_port('127.0.0.1', '/img/b', busy, busy + 1, ttl=60, reserve=False, **kw)
-        assert got['port'] == busy + 1 or not _postcopy.port_free('127.0.0.1', busy + 1)
-        assert got['reserved'] is False and not os.path.exists(kw['table_file'])
-    finally:
-        sk.close()
-
-
-def test_bad_range_refused(tmp_path):
-    with pytest.raises(HaulError, match='bad page-server port range'):
-        _postcopy.reserve_port('127.0.0.1', '/img/c', 40200, 40100, **_ports(tmp_path))
-
-
-# --------------------------------------------------------------------------- the hold on v2 and v1-only hosts
-
-def test_hold_v2_writes_cgroup_freeze(tmp_path):
-    (tmp_path / 'cgroup.freeze').write_text('0')
-    assert _postcopy.hold(str(tmp_path), True) == 'v2'
-    assert (tmp_path / 'cgroup.freeze').read_text() == '1'
-    assert _postcopy.hold(str(tmp_path), False) == 'v2'
-    assert (tmp_path / 'cgroup.freeze').read_text() == '0'
-    assert _postcopy.hold(None, True) is None and _postcopy.hold(str(tmp_path / 'none'), True) is None
-
-
-def _proc_state(pid):
-    with open('/proc/%d/stat' % pid) as f:
-        return f.read().rsplit(')', 1)[1].split()[0]
-
-
-def test_hold_v1_only_stops_and_continues_the_tasks(tmp_path):
-    """A v1 freezer directory (freezer.state, tasks): CRIU would thaw it, so the hold is SIGSTOP."""
-    proc = subprocess.Popen(['sleep', '30'])
-    try:
-        (tmp_path / 'freezer.state').write_text('THAWED\n')
-        (tmp_path / 'tasks').write_text('%d\n' % proc.pid)
-        assert _postcopy.hold(str(tmp_path), True) == 'v1-sigstop'
-        for dummy in range(200):
-            if _proc_state(proc.pid) == 'T':
-                break
-            time.sleep(0.01)
-        assert _proc_state(proc.pid) == 'T'
-        assert _postcopy.hold(str(tmp_path), False) == 'v1-sigstop'
-        for dummy in range(200):
-            if _proc_state(proc.pid) != 'T':
-                break
-            time.sleep(0.01)
-        assert _proc_state(proc.pid) in ('S', 'R')
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    assert _transfer.follow_transfer(expect, 'complete', 'running', 20)['state'] == 'lost'
 
 
 # --------------------------------------------------------------------------- the report row

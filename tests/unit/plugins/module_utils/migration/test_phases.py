@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.haul.live.plugins.module_utils import _phases as P
+from ansible_collections.haul.live.plugins.module_utils._migration import phases as P
 
 # The rule, as a table: (phase, lazy?) -> actions. docs/reliability.md shows the same table.
 BEFORE = [P.REMOVE_DESTINATION_COPY, P.THAW_SOURCE]

@@ -14,8 +14,8 @@ import signal
 import time
 
 from ansible_collections.haul.live.plugins.module_utils import _lease
-from ansible_collections.haul.live.plugins.module_utils import _phases
-from ansible_collections.haul.live.plugins.module_utils import _watchdog
+from ansible_collections.haul.live.plugins.module_utils._migration import phases as _phases
+from ansible_collections.haul.live.plugins.module_utils._migration import watchdog as _watchdog
 
 
 def _wait_for(path, timeout=15):
@@ -41,13 +41,17 @@ def _handoff(tmp_path, phase, end, ttl=60):
         try:
             _lease.acquire('ct', 'm1', {'pid': os.getpid()}, 'source', ttl, lease_dir=leases)
 
-            def rollback(plan, record):
-                with open(out + '.tmp', 'w') as f:
-                    json.dump({'plan': plan, 'phase': record['phase']}, f)
-                os.rename(out + '.tmp', out)
-                return 'running'
+            class _Executor(object):
+                """Stands for the rollback executor (_migration.rollback.Rollback)."""
 
-            wd = _watchdog.start('ct', 'm1', 'stopcopy', rollback, lease_dir=leases)
+                @staticmethod
+                def after_handoff_died(plan, record):
+                    with open(out + '.tmp', 'w') as f:
+                        json.dump({'plan': plan, 'phase': record['phase']}, f)
+                    os.rename(out + '.tmp', out)
+                    return 'running'
+
+            wd = _watchdog.start('ct', 'm1', 'stopcopy', _Executor(), lease_dir=leases)
             _lease.update('ct', 'm1', phase=phase, lease_dir=leases)
             if end == 'die':
                 os.kill(os.getpid(), signal.SIGKILL)

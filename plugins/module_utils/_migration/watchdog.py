@@ -8,7 +8,7 @@
 This is a private module_util: it is not part of the collection's public API.
 
 The handoff (the source's half of a migration) starts it just before the freeze, as a detached
-process in a session of its own (:func:`_postcopy.spawn_detached`, the collection's one
+process in a session of its own (:func:`_supervisor.spawn_detached`, the collection's one
 supervisor machinery), so that neither the Ansible connection nor a signal to the handoff's
 process group reaches it. The handoff keeps the write end of a pipe; the watchdog reads the
 other end:
@@ -16,7 +16,8 @@ other end:
 * ``d`` on the pipe: the handoff ended normally (moved, or rolled back by itself). The
   watchdog exits.
 * EOF without ``d``: the handoff died (SIGKILL, the OOM killer, a crash). The watchdog rolls
-  back, by the rule (:func:`_phases.rollback_plan`) for the phase the lease records.
+  back, by the rule (:func:`.phases.rollback_plan`) for the phase the lease records, with the
+  one rollback executor (:class:`.rollback.Rollback`).
 * The lease expired without COMMITTED while the handoff still lives (it hangs: a CRIU that
   never answers, a transfer stuck in the kernel): the watchdog first kills the handoff (so that
   it can send nothing more, above all no COMMIT), then rolls back the same way.
@@ -46,49 +47,23 @@ import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _lease
-from ansible_collections.haul.live.plugins.module_utils import _phases
+from ansible_collections.haul.live.plugins.module_utils import _proc
+from ansible_collections.haul.live.plugins.module_utils import _supervisor
+from ansible_collections.haul.live.plugins.module_utils._migration import phases
 
 TICK = 0.5          # seconds between two looks at the lease and the handoff's processes
 KILL_WAIT = 5.0     # seconds to wait for a killed handoff to be gone
 DONE = b'd'
 
 
-def _starttime(pid):
-    try:
-        with open('/proc/%d/stat' % int(pid)) as f:
-            return int(f.read().rsplit(')', 1)[1].split()[19])
-    except (IOError, OSError, IndexError, ValueError):
-        return None
-
-
 def _alive(pid, start):
     """Whether ``pid`` is still the process that started at ``start`` (and not a zombie)."""
-    try:
-        with open('/proc/%d/stat' % int(pid)) as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-    except (IOError, OSError, IndexError, ValueError):
-        return False
-    return fields[0] not in ('Z', 'X') and (start is None or int(fields[19]) == start)
-
-
-def _children():
-    """ppid -> [(pid, starttime)] of every process."""
-    out = {}
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % name) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-            out.setdefault(int(fields[1]), []).append((int(name), int(fields[19])))
-        except (IOError, OSError, IndexError, ValueError):
-            continue
-    return out
+    return _proc.pid_alive(pid) and (start is None or _proc.proc_starttime(pid) == start)
 
 
 def descendants(pid):
     """``[(pid, starttime)]`` of every descendant of ``pid``."""
-    tree = _children()
+    tree = _proc.children()
     todo, seen = [int(pid)], []
     while todo:
         for child in tree.get(todo.pop(), []):
@@ -128,21 +103,12 @@ def criu_processes(images_dir):
 def kill_criu(images_dir, sig=signal.SIGKILL):
     """Kill the CRIU processes working in ``images_dir`` (a hung dump or restore); their pids."""
     pids = criu_processes(images_dir)
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
+    _proc.signal_all(pids, sig)
     return pids
 
 
 def _kill(procs):
-    for pid, start in procs:
-        if _alive(pid, start):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    _proc.signal_all([pid for pid, start in procs if _alive(pid, start)], signal.SIGKILL)
 
 
 class Watchdog(object):
@@ -167,31 +133,28 @@ class Watchdog(object):
         self.wfd = None
 
 
-def start(name, migration_id, strategy, rollback_fn, lease_dir=_lease.LEASE_DIR, spawn_fn=None, ready_timeout=10):
+def start(name, migration_id, strategy, executor, lease_dir=_lease.LEASE_DIR, spawn_fn=None, ready_timeout=10):
     """Start the watchdog of this handoff (this process); return a :class:`Watchdog`.
 
-    ``rollback_fn(plan, record)`` runs in the watchdog when it must roll back: the actions of
-    ``plan`` (from :func:`_phases.rollback_plan`) that it can do from this host, after the
+    ``executor.after_handoff_died(plan, record)`` (:class:`.rollback.Rollback`) runs in the
+    watchdog when it must roll back: the actions of ``plan`` (from
+    :func:`.phases.rollback_plan`) that it can do from this host, after the
     handoff and its descendants were killed; it returns the source's state ('running' or why
-    not). ``spawn_fn`` is :func:`_postcopy.spawn_detached`'s signature (passed in, so that this
-    module does not import the post-copy layer). Raises HaulError('watchdog', ...) when it
+    not). ``spawn_fn``: :func:`_supervisor.spawn_detached` unless given. Raises HaulError('watchdog', ...) when it
     cannot start (the handoff then does not freeze).
     """
-    if spawn_fn is None:
-        from ansible_collections.haul.live.plugins.module_utils._postcopy import spawn_detached  # pylint: disable=import-outside-toplevel
-        spawn_fn = spawn_detached
-    from ansible_collections.haul.live.plugins.module_utils._postcopy import collect_report  # pylint: disable=import-outside-toplevel
+    spawn_fn = spawn_fn or _supervisor.spawn_detached
     handoff_pid = os.getpid()
     rfd, wfd = os.pipe()
 
     def job(report):
-        return _watch(report, rfd, handoff_pid, name, migration_id, strategy, rollback_fn, lease_dir)
+        return _watch(report, rfd, handoff_pid, name, migration_id, strategy, executor, lease_dir)
 
     try:
         # the state file is only written for a final state other than 'cancelled': never, here
         rep_fd, sup = spawn_fn(job, os.path.join(lease_dir, '.%s.watchdog.json' % name), keep_fds=(rfd,))
         os.close(rfd)
-        rep = collect_report(rep_fd, sup, ready_timeout, 'the freeze watchdog')
+        rep = _supervisor.collect_report(rep_fd, sup, ready_timeout, 'the freeze watchdog')
     except (HaulError, OSError) as e:
         for fd in (rfd, wfd):
             try:
@@ -205,12 +168,12 @@ def start(name, migration_id, strategy, rollback_fn, lease_dir=_lease.LEASE_DIR,
     return Watchdog(wfd, sup)
 
 
-def _watch(report, rfd, handoff_pid, name, migration_id, strategy, rollback_fn, lease_dir):
+def _watch(report, rfd, handoff_pid, name, migration_id, strategy, executor, lease_dir):
     """The watchdog's loop (in the detached process). Returns its final state (always
     'cancelled': it leaves no state file; what it did goes into the lease)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    start = _starttime(handoff_pid)
+    start = _proc.proc_starttime(handoff_pid)
     report({'ready': True, 'pid': os.getpid()})
     known = []
     why = None
@@ -232,7 +195,7 @@ def _watch(report, rfd, handoff_pid, name, migration_id, strategy, rollback_fn, 
             record = None
         if not record or record.get('migration_id') != migration_id:
             return {'state': 'cancelled', 'rc': 0}   # not ours any more: touch nothing
-        if _phases.committed(record.get('phase') or _phases.PREPARING):
+        if phases.committed(record.get('phase') or phases.PREPARING):
             return {'state': 'cancelled', 'rc': 0}   # after COMMITTED the source never resumes
         if not _alive(handoff_pid, start):
             why = 'the handoff (pid %d) died' % handoff_pid
@@ -240,10 +203,10 @@ def _watch(report, rfd, handoff_pid, name, migration_id, strategy, rollback_fn, 
             why = 'the lease expired at phase %s while the handoff (pid %d) hung' % (record.get('phase'), handoff_pid)
         else:
             known = [p for p in known if _alive(*p)] + [p for p in descendants(handoff_pid) if p not in known]
-    return _take_over(why, handoff_pid, start, known, name, migration_id, strategy, rollback_fn, lease_dir)
+    return _take_over(why, handoff_pid, start, known, name, migration_id, strategy, executor, lease_dir)
 
 
-def _take_over(why, handoff_pid, start, known, name, migration_id, strategy, rollback_fn, lease_dir):
+def _take_over(why, handoff_pid, start, known, name, migration_id, strategy, executor, lease_dir):
     """The handoff is dead or hung: make sure it is dead, then roll back by the rule."""
     known = known + [p for p in descendants(handoff_pid) if p not in known]
     if _alive(handoff_pid, start):
@@ -262,13 +225,13 @@ def _take_over(why, handoff_pid, start, known, name, migration_id, strategy, rol
         record = None
     if not record or record.get('migration_id') != migration_id:
         return {'state': 'cancelled', 'rc': 0}
-    phase = record.get('phase') or _phases.PREPARING
-    plan = _phases.rollback_plan(phase, strategy)
-    if _phases.committed(phase):
+    phase = record.get('phase') or phases.PREPARING
+    plan = phases.rollback_plan(phase, strategy)
+    if phases.committed(phase):
         done = 'nothing: COMMITTED is recorded, the source stays frozen'
     else:
         try:
-            done = rollback_fn(plan, record)
+            done = executor.after_handoff_died(plan, record)
         except Exception as e:  # pylint: disable=broad-except
             done = 'rollback failed: %s' % e
     try:
