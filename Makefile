@@ -159,10 +159,34 @@ units: venv collection
 	  -p no:cacheprovider --import-mode=importlib --junitxml=$(OUTPUT)/junit/units.xml tests/unit $(PYTEST_OPTS); \
 	  rc=$$?; [ $$rc = 5 ] && { echo "haul.live: no unit tests collected" >&2; rc=0; }; exit $$rc
 
+# The whole suite runs in INTEGRATION_JOBS shards at once (default 2), each on its own lab
+# (haul-lab, haul-lab-1, ...): most of a target's time is waiting (ssh, timeouts, a migration's
+# phases), so two labs on two cores finish sooner than one. Output: one line per shard prefixed
+# [shard N]; junit merged into integration.xml. TARGETS="a b" (or INTEGRATION_JOBS=1) runs one lab.
+INTEGRATION_JOBS ?= 2
 integration: venv collection
 	@mkdir -p $(OUTPUT)/junit
-	cd $(ROOT) && HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs \
-	  -p no:cacheprovider --junitxml=$(OUTPUT)/junit/integration.xml tests/integration $(PYTEST_OPTS)
+	@rm -f $(OUTPUT)/junit/integration*.xml
+	@cd $(ROOT) && if [ -n "$(TARGETS)" ] || [ "$(INTEGRATION_JOBS)" -le 1 ]; then \
+	  HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs \
+	    -p no:cacheprovider --junitxml=$(OUTPUT)/junit/integration.xml tests/integration $(PYTEST_OPTS); \
+	else \
+	  base=$${HAUL_LAB_NAME:-haul-lab}; \
+	  HAUL_LAB_NAME=$$base tests/lab/lab up >/dev/null || { echo "haul.live: lab up failed" >&2; exit 1; }; \
+	  pids=""; \
+	  for i in $$(seq 0 $$(($(INTEGRATION_JOBS) - 1))); do \
+	    lab=$$base; [ $$i = 0 ] || lab=$$base-$$i; \
+	    ( HAUL_LAB_NAME=$$lab HAUL_SHARD=$$i/$(INTEGRATION_JOBS) $(VENV)/bin/python -m pytest -v -rs \
+	        -p no:cacheprovider --junitxml=$(OUTPUT)/junit/integration-$$i.xml tests/integration $(PYTEST_OPTS) \
+	        2>&1 | sed -u "s/^/[shard $$i] /"; exit $${PIPESTATUS[0]} ) & pids="$$pids $$!"; \
+	  done; \
+	  rc=0; for p in $$pids; do wait $$p || rc=1; done; \
+	  $(VENV)/bin/python -c 'import sys, xml.etree.ElementTree as E; \
+	    out = E.Element("testsuites"); \
+	    [out.extend([r] if r.tag == "testsuite" else list(r)) for r in (E.parse(f).getroot() for f in sys.argv[2:])]; \
+	    E.ElementTree(out).write(sys.argv[1])' $(OUTPUT)/junit/integration.xml $(OUTPUT)/junit/integration-*.xml; \
+	  exit $$rc; \
+	fi
 
 # Every gate runs even when an earlier one failed; each one's result and time is reported.
 test:

@@ -31,6 +31,12 @@ description:
     migration's lease (it returns it in RV(holder)).
   - O(state=query) changes nothing and returns the lease and, when another migration holds it,
     RV(holder).
+  - O(state=resolve) changes nothing either. Run on the source of a stop-and-copy migration that
+    recorded C(COMMITTED) (its source held frozen, in doubt), it reads the phase that migration
+    (O(migration_id)) recorded here (its own lease, or the record a later run took over) and
+    returns in RV(resolution) what to do, given what the destination shows (O(destination),
+    gathered over the controller's own connection) and the source copy's state
+    (O(source_state)). The rule is C(_migration.phases.resolve_committed); see docs/reliability.md.
 author:
   - haul.live developers (@haul-live)
 options:
@@ -41,12 +47,15 @@ options:
   migration_id:
     description:
       - The migration's id (the handoff id of M(haul.live.handoff)).
-      - Required with O(state=present) and O(state=absent).
+      - Required with O(state=present), O(state=absent) and O(state=resolve) (there, the
+        migration whose COMMITTED is in doubt).
     type: str
   state:
-    description: Take or renew (V(present)), release (V(absent)) or only read (V(query)) the lease.
+    description:
+      - Take or renew (V(present)), release (V(absent)) or only read (V(query)) the lease, or
+        decide how an in-doubt C(COMMITTED) ends (V(resolve), reads only).
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent, query, resolve]
     default: present
   owner:
     description:
@@ -79,6 +88,23 @@ options:
         owner is known to be dead (see the C(haul.live.lease_owner) filter). Only that holder is
         taken over.
     type: str
+  source_state:
+    description:
+      - With O(state=resolve), the state of the source's copy of the container now
+        (M(haul.live.container_info)'s C(state), V(absent) when there is none).
+    type: str
+    choices: [running, stopped, frozen, absent]
+  destination:
+    description:
+      - With O(state=resolve), what the destination shows, seen over a live connection of the
+        controller's.
+      - C(reachable) (bool), C(copy) (V(running), V(stopped), V(frozen) or V(absent)).
+      - C(receiver_alive) (bool), whether a receiver process of the migration still runs.
+      - C(decided) (V(commit), V(abort) or V(none)), the receiver's one decision (its C(decided) link).
+      - C(lease) (bool), whether the destination still holds a lease record of that migration
+        (false after a reboot).
+    type: dict
+    default: {}
   lease_dir:
     description: Directory of the lease files (tests use another one).
     type: path
@@ -126,6 +152,16 @@ EXAMPLES = r'''
   delegate_to: node2
   register: lease
 
+- name: After an in-doubt COMMITTED, decide what to do (reads only)
+  haul.live.migration_lease:
+    name: web1
+    migration_id: "{{ migration_id }}"
+    state: resolve
+    source_state: frozen
+    destination: {reachable: true, copy: stopped, receiver_alive: false, decided: abort, lease: true}
+  delegate_to: node1
+  register: resolved
+
 - name: Release it at the end
   haul.live.migration_lease:
     name: web1
@@ -154,6 +190,21 @@ lease:
     acquired: 1764522000.1
     updated: 1764522000.1
     expires: 1764523320.1
+resolution:
+  description:
+    - With O(state=resolve), what to do, in order (C(_migration.phases.resolve_committed)).
+    - C(result) (V(moved), V(rolled-back), V(in-doubt), V(lost) or V(nothing)), C(actions) (a list of
+      V(remove-destination-copy), V(thaw-source), V(kill-source-remains), V(report-in-doubt),
+      V(report-lost), V(nothing)), C(why), C(warning), and C(phase) (what the migration recorded
+      here; V(null) when no record of it is left).
+  returned: with O(state=resolve)
+  type: dict
+  sample:
+    result: rolled-back
+    actions: [remove-destination-copy, thaw-source]
+    why: "the destination decided abort: its copy never resumes; the source resumes"
+    warning: ""
+    phase: COMMITTED
 holder:
   description: The record of another migration that holds the lease (refused, not released, or found by a query).
   returned: when another migration holds the lease
@@ -192,12 +243,14 @@ def argument_spec():
     return dict(
         name=dict(type='str', required=True),
         migration_id=dict(type='str'),
-        state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
+        state=dict(type='str', choices=['present', 'absent', 'query', 'resolve'], default='present'),
         owner=dict(type='dict', default={}),
         role=dict(type='str', choices=list(_lease.ROLES)),
         ttl=dict(type='int', default=1320),
         phase=dict(type='str', choices=list(_phases.PHASES), default=_phases.PREPARING),
         take_over=dict(type='str'),
+        source_state=dict(type='str', choices=['running', 'stopped', 'frozen', 'absent']),
+        destination=dict(type='dict', default={}),
         lease_dir=dict(type='path', default=_lease.LEASE_DIR),
     )
 
@@ -205,6 +258,7 @@ def argument_spec():
 REQUIRED_IF = [
     ('state', 'present', ('migration_id', 'role')),
     ('state', 'absent', ('migration_id',)),
+    ('state', 'resolve', ('migration_id', 'source_state')),
 ]
 
 
@@ -220,11 +274,42 @@ def _holder(result, record, migration_id):
         result['holder_text'] = _lease.describe(record)
 
 
+def recorded_phase(record, migration_id):
+    """The phase ``migration_id`` recorded in this host's lease ``record``: its own record, or
+    the one a later migration took over; None when nothing of it is left."""
+    while record:
+        if record.get('migration_id') == migration_id:
+            return record.get('phase') or _phases.PREPARING
+        record = record.get('took_over')
+    return None
+
+
+def resolve(record, migration_id, source_state, destination):
+    d = destination or {}
+    bad = [k for k in ('copy', 'decided') if k in d and d[k] is not None and not isinstance(d[k], str)]
+    if bad:
+        raise HaulError('input', 'option destination: %s must be strings' % ', '.join(bad))
+    phase = recorded_phase(record, migration_id)
+    facts = dict(reachable=bool(d.get('reachable')), copy=d.get('copy') or 'absent',
+                 receiver_alive=bool(d.get('receiver_alive')), decided=d.get('decided') or 'none',
+                 lease=bool(d.get('lease')))
+    try:
+        out = _phases.resolve_committed(dict(phase=phase or _phases.PREPARING, state=source_state), facts)
+    except ValueError as e:
+        raise HaulError('input', 'option destination: %s' % e)
+    out['phase'] = phase
+    out['destination'] = facts
+    return out
+
+
 def run(module):
     p = module.params
     name, mid, lease_dir = p['name'], p['migration_id'], p['lease_dir']
     before = _lease.read(name, lease_dir)
     result = dict(changed=False, lease=before, expired=bool(before) and _lease.expired(before))
+    if p['state'] == 'resolve':
+        result['resolution'] = resolve(before, mid, p['source_state'], p['destination'])
+        return result
     if p['state'] == 'query':
         _holder(result, before, mid)
         return result

@@ -118,3 +118,109 @@ def may_thaw(record, migration_id):
     if index(phase) < index(FROZEN):
         return False, 'migration %s never froze it (phase %s)' % (migration_id, phase)
     return True, ''
+
+
+# --------------------------------------------------------------------------- resolving COMMITTED
+#
+# Stop-and-copy at COMMITTED: the source stays frozen (report-in-doubt) because the COMMIT may
+# have reached the destination. Whoever resolves it (the role's rollback, a re-run's reconcile)
+# looks at the destination over a connection of its own and applies this. A copy runs only where
+# it runs already or where nothing else can ever run one:
+#
+# * the destination runs it: it is the container; the source's remains go (moved);
+# * the destination cannot reach a decision any more, or decided abort: its stopped copy (if any)
+#   goes FIRST, then the source resumes (rolled back). A stopped copy never ran (the receiver
+#   resumes it only on COMMIT, with SIGCONT), so removing it loses nothing; when a COMMIT may have
+#   been delivered (the fence says commit, or the destination lost its lease: a reboot), a warning
+#   says so, since a copy that ran there for a while is gone with what it did;
+# * the destination is unreachable, or a live receiver is still deciding (or took commit and is
+#   resuming its copy right now): nothing is touched, the source stays frozen, in doubt.
+
+RESOLVE_MOVED = 'moved'
+RESOLVE_ROLLED_BACK = 'rolled-back'
+RESOLVE_IN_DOUBT = 'in-doubt'
+RESOLVE_LOST = 'lost'
+RESOLVE_NOTHING = 'nothing'
+
+COPY_STATES = ('running', 'stopped', 'frozen', 'absent')
+DECISIONS = ('commit', 'abort', 'none')
+
+
+def resolve_committed(source, destination):
+    """What to do with a migration whose source recorded COMMITTED and whose destination's answer
+    never came (stop-and-copy: the source is held frozen).
+
+    ``source``: ``{'phase': the phase in the source's lease, 'state': 'frozen'|'stopped'|'running'|
+    'absent' (the source's copy now)}``.
+
+    ``destination``, as seen over a live connection (the controller's, not the source's):
+    ``{'reachable': bool, 'copy': one of COPY_STATES, 'receiver_alive': bool (a receiver process
+    of this migration still runs), 'decided': 'commit'|'abort'|'none' (the receiver's one
+    decision; 'none' when its control directory is gone or holds none), 'lease': bool (the
+    destination still holds a lease of this container; False after a reboot)}``.
+
+    Returns ``{'result': one of RESOLVE_*, 'actions': ordered actions (REMOVE_DESTINATION_COPY,
+    THAW_SOURCE, KILL_SOURCE_REMAINS, REPORT_IN_DOUBT, REPORT_LOST, NOTHING), 'why': text,
+    'warning': text or ''}``. Pure: it reads nothing and does nothing.
+    """
+    phase = (source or {}).get('phase') or PREPARING
+    if phase not in PHASES:
+        raise ValueError('unknown phase %r' % (phase,))
+    src = (source or {}).get('state') or 'absent'
+    if src not in COPY_STATES:
+        raise ValueError('unknown source state %r' % (src,))
+    dest = destination or {}
+    copy = dest.get('copy') or 'absent'
+    if copy not in COPY_STATES:
+        raise ValueError('unknown destination copy state %r' % (copy,))
+    decided = dest.get('decided') or 'none'
+    if decided not in DECISIONS:
+        raise ValueError('unknown decision %r' % (decided,))
+
+    def out(result, actions, why, warning=''):
+        return dict(result=result, actions=list(actions), why=why, warning=warning)
+
+    if phase != COMMITTED:
+        return out(RESOLVE_NOTHING, [NOTHING], 'the source recorded %s, not COMMITTED: the rollback rule '
+                   '(rollback_plan) applies, nothing is in doubt' % phase)
+    if src == 'running':
+        return out(RESOLVE_NOTHING, [NOTHING], 'the source copy runs: someone resumed it; haul.live touches '
+                   'nothing more')
+    if not dest.get('reachable'):
+        return out(RESOLVE_IN_DOUBT, [REPORT_IN_DOUBT], 'the destination cannot be reached: its copy may run, '
+                   'so the source stays frozen; run again once it answers')
+    if copy == 'running':
+        actions = [KILL_SOURCE_REMAINS] if src in ('frozen', 'stopped') else [NOTHING]
+        return out(RESOLVE_MOVED, actions, 'the destination runs the container: it moved; the source\'s '
+                   'frozen remains go' if src != 'absent' else 'the destination runs the container: it moved')
+    # the destination's copy does not run
+    if dest.get('receiver_alive') and decided != 'abort':
+        why = ('its receiver took the commit and is resuming its copy now' if decided == 'commit'
+               else 'its receiver is alive and has not decided yet')
+        return out(RESOLVE_IN_DOUBT, [REPORT_IN_DOUBT], 'the destination\'s copy is %s but %s: the source '
+                   'stays frozen; look again' % (copy, why))
+    # no copy can ever resume there: the receiver decided abort, or is gone without running it
+    warning = ''
+    if decided == 'commit' and copy == 'absent':
+        warning = ('the destination took the COMMIT and its copy is gone (killed, or the node rebooted): it may '
+                   'have run for a while, and what it did since the freeze is lost; the container goes on from '
+                   'the source\'s frozen state')
+    elif decided == 'commit':
+        warning = ('the destination took the COMMIT but its copy is %s and no receiver runs any more: it never '
+                   'resumed (only the receiver resumes it), so nothing it did is lost' % copy)
+    elif decided == 'none' and not dest.get('lease'):
+        warning = ('the destination holds no lease of this container any more (rebooted?): if a COMMIT reached '
+                   'it before, a copy that ran there for a while is gone with what it did since the freeze')
+    if src == 'absent':
+        return out(RESOLVE_LOST, ([REMOVE_DESTINATION_COPY] if copy != 'absent' else []) + [REPORT_LOST],
+                   'the container runs nowhere: the source\'s frozen copy is gone (the source rebooted?) and the '
+                   'destination holds no copy that can resume (%s, decision %s); it must be started again'
+                   % (copy, decided), warning)
+    actions = ([REMOVE_DESTINATION_COPY] if copy != 'absent' else []) + [THAW_SOURCE]
+    if decided == 'abort':
+        why = 'the destination decided abort: its copy never resumes'
+    elif copy == 'absent':
+        why = 'the destination holds no copy and no receiver that could resume one'
+    else:
+        why = 'the destination\'s copy is %s and no receiver is left to resume it' % copy
+    return out(RESOLVE_ROLLED_BACK, actions, why + '; the source resumes', warning)

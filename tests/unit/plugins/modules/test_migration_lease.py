@@ -112,3 +112,31 @@ def test_query_and_absent(ldir):
     mine = run(ldir, state='absent', migration_id='m1')
     assert mine['changed'] and mine['released'] and mine['lease'] is None
     assert not run(ldir, state='absent', migration_id='m1')['changed']
+
+
+def test_resolve_reads_the_phase_of_the_migration_in_doubt(ldir):
+    run(ldir, migration_id='m1', role='source', owner=OWNER, ttl=60, phase='COMMITTED')
+    seen = {'reachable': True, 'copy': 'stopped', 'receiver_alive': False, 'decided': 'abort', 'lease': True}
+    res = run(ldir, state='resolve', migration_id='m1', source_state='frozen', destination=seen)
+    assert not res['changed']
+    r = res['resolution']
+    assert r['phase'] == 'COMMITTED' and r['result'] == 'rolled-back'
+    assert r['actions'] == ['remove-destination-copy', 'thaw-source']
+    # a re-run took the lease over: the record of m1 is found under took_over
+    run(ldir, migration_id='m2', role='source', ttl=60, take_over='m1')
+    r = run(ldir, state='resolve', migration_id='m1', source_state='frozen',
+            destination=dict(seen, copy='running'))['resolution']
+    assert r['phase'] == 'COMMITTED' and r['result'] == 'moved' and r['actions'] == ['kill-source-remains']
+    # unreachable: in doubt
+    r = run(ldir, state='resolve', migration_id='m1', source_state='frozen', destination={'reachable': False})['resolution']
+    assert r['result'] == 'in-doubt'
+    # another migration's phase is never used: nothing recorded for m3
+    r = run(ldir, state='resolve', migration_id='m3', source_state='frozen', destination=seen)['resolution']
+    assert r['phase'] is None and r['result'] == 'nothing'
+    assert _lease.read('web1', ldir)['migration_id'] == 'm2'
+
+
+def test_resolve_bad_destination(ldir):
+    with pytest.raises(HaulError):
+        run(ldir, state='resolve', migration_id='m1', source_state='frozen',
+            destination={'reachable': True, 'copy': 'sideways'})
