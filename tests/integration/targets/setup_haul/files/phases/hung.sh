@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Fault case 10: CRIU hung (SIGSTOP) in the dump (on node1) or in the restore (on node2), CT from
 # node1 to node2 with haul_timeout=TIMEOUT (each per-phase timeout defaults to it). A watcher on
 # the node stops the CRIU as soon as it writes its log; the bounded wait must expire, the hung CRIU
@@ -25,8 +25,8 @@ echo "migrate: rc=$rc after $((SECONDS - t0)) s row: $(row "$tmp.json")"
 $LAB ssh $node -- sh -c "kill \$(cat /tmp/haul-hung-$ct.pid) 2>/dev/null; rm -f /tmp/haul-hung-$ct.pid"
 kill $watcher 2>/dev/null
 wait $watcher
-echo "watcher: $($LAB ssh $node -- cat /tmp/haul-hung-$ct 2>/dev/null | tr '\n' ' ')"
-$LAB ssh $node -- rm -f /tmp/haul-hung-$ct
+echo "watcher: $($LAB ssh "$node" -- cat "/tmp/haul-hung-$ct" 2>/dev/null | tr '\n' ' ')"
+$LAB ssh "$node" -- rm -f "/tmp/haul-hung-$ct"
 wait_running "$ct" node1 30
 left=$(leftovers "$ct")
 echo "after: $(state "$ct")"

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Fault case 3 in one phase: the source's handoff kills itself with SIGKILL right after it
 # recorded PHASE (failpoint sigkill@PHASE; sigkill@restored: once the destination reported its
 # copy restored, before the commit decision). CTL=run: the controller goes on (its rescue runs);
@@ -22,7 +22,7 @@ setsid "$AP" -i "$INV" haul.live.migrate -e "haul_container=$ct" -e "haul_source
 ctl=$!
 # the handoff recorded its pid in the lease; wait until that process is gone (its failpoint).
 # A lease an earlier, killed controller left names a dead handoff: not this one.
-hpid= t0=$SECONDS died=
+hpid="" t0=$SECONDS died=""
 while [ $((SECONDS - t0)) -lt 600 ] && kill -0 $ctl 2>/dev/null; do
   if [ -z "$hpid" ]; then
     hpid=$(lease_field "$src" "$ct" handoff_pid)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers of the fault targets fault_phases and fault_hung (sourced by their scripts).
 # The environment gives: LAB (tests/lab/lab), INV (the lab's inventory), AP (ansible-playbook),
 # LABNAME (the lab's name), ANSIBLE_COLLECTIONS_PATH.

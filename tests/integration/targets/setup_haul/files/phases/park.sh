@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Fault cases 2 and 3 in one phase (stop-and-copy), CT from node1 to node2:
 #   attempt 1 is parked in PHASE (failpoint sleep@PHASE) and runs in the background;
 #   a re-run then must be refused at once, naming attempt 1's migration id, touching nothing;
@@ -57,7 +57,7 @@ $LAB ssh node1 -- rm -f "/run/haul/test-hooks/$ct"
 if [ "$ctl_mode" = kill ]; then
   wait $ctl 2>/dev/null
   # the receiver (an async job on node2) ends on its own: the relay's EOF, or its deadline
-  for i in $(seq 60); do
+  for _try in $(seq 60); do
     [ -z "$($LAB ssh node2 -- pgrep -x criu)" ] && break
     sleep 1
   done
