@@ -17,6 +17,8 @@ symlink to the checkout. The lab is brought up first (``tests/lab/lab up`` is id
   reported as skipped with that reason.
 - A target whose ``aliases`` has a line ``disabled`` is skipped, unless it is named in
   HAUL_TARGETS (``make integration TARGETS="a b"`` runs only those).
+- A target whose ``aliases`` has a line ``long`` (the long fault-matrix targets) is skipped unless
+  HAUL_LONG is set: ``1`` runs every target, ``only`` runs only those (``make test-long``).
 - The full output of each target goes to tests/output/integration/NAME.log.
 
 See docs/development.md.
@@ -105,11 +107,17 @@ def discover():
     if shard:
         index, count = (int(x) for x in shard.split('/', 1))
         found = [name for name in found if shard_of(found, count)[name] == index]
+    long_mode = os.environ.get('HAUL_LONG', '').strip()
+    if long_mode == 'only':
+        found = [name for name in found if 'long' in aliases(name)]
     params = []
     for name in found:
         marks = []
         if 'disabled' in aliases(name):
             marks.append(pytest.mark.skip(reason='%s: disabled in its aliases file' % name))
+        elif 'long' in aliases(name) and not long_mode:
+            marks.append(pytest.mark.skip(reason='%s: a long fault-matrix target, run by make test-long '
+                                          '(HAUL_LONG=1), kept out of make test for CI time' % name))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
