@@ -73,9 +73,10 @@ def aliases(target):
 WEIGHTS = {
     'migrate_faults': 420, 'migrate_network': 340, 'fault_disk': 330, 'fault_postcopy': 300,
     'fault_owner': 280, 'fault_commit': 280, 'fault_phases': 240, 'fault_phases_late': 240,
-    'fault_phases_postcopy': 300, 'fault_hung': 250, 'fault_partition': 300, 'fault_reboot': 420,
+    'fault_phases_postcopy': 450, 'fault_hung': 250, 'fault_partition': 480, 'fault_reboot': 420,
     'fault_postcopy_parallel': 190, 'evacuate': 180, 'migrate_postcopy': 170, 'service_postgres': 150,
     'preflight': 140, 'fault_input': 130, 'migrate_interrupted': 100,
+    'fault_phases_complete': 180,
 }
 DEFAULT_WEIGHT = 60
 

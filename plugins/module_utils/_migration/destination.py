@@ -27,6 +27,7 @@ from ansible_collections.haul.live.plugins.module_utils import _lease
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils import _restore
 from ansible_collections.haul.live.plugins.module_utils import _transfer
+from ansible_collections.haul.live.plugins.module_utils._migration import failpoints
 from ansible_collections.haul.live.plugins.module_utils._migration import phases
 from ansible_collections.haul.live.plugins.module_utils._migration.protocol import (
     ABORT, ABORTED, COMMIT, COMPLETE, FAILED, LOST, RESTORED, RUNNING, SYNCED, WAITING, Receiver, bounded, user_name)
@@ -105,6 +106,7 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, criu_path=None
             res['announced'] = _network.go_live(res.get('network'), lambda: cgroup_mod.sigcont_tree(cg.pids()), pid)
         except HaulError as e:
             res['warnings'] = ['%s: the container runs here, but is not reachable until that is fixed' % e.msg]
+        failpoints.fire(params.get('name'), 'resumed')  # test hook: the copy runs, 'running' not said yet
         rx.status(RUNNING, final=not lazy, pid=pid, stats=res.get('stats'))
         res['state'] = RUNNING
         res['handoff'] = 'committed'

@@ -38,7 +38,7 @@ class _FakeCgroupMod(object):
         raise AssertionError('a fenced copy must never be resumed')
 
 
-def _receive(tmp_path, before_commit, commit_timeout=5):
+def _receive(tmp_path, before_commit, commit_timeout=5, cgroup_mod=None):
     """Run receive_container in a thread; ``before_commit(rx_dir)`` acts once it restored."""
     import threading
     images = str(tmp_path / 'images' / 'ct9')
@@ -49,7 +49,7 @@ def _receive(tmp_path, before_commit, commit_timeout=5):
     def run():
         try:
             out['res'] = destination.receive_container(
-                params, lambda p: None, lambda p: {'pid': 1, 'cgroup': '/haul/ct9'}, _FakeCgroupMod,
+                params, lambda p: None, lambda p: {'pid': 1, 'cgroup': '/haul/ct9'}, cgroup_mod or _FakeCgroupMod,
                 lease_dir=str(tmp_path / 'leases'))
         except HaulError as e:
             out['err'] = e
@@ -109,3 +109,30 @@ def test_another_migrations_lease_is_refused_before_anything(tmp_path):
     with pytest.raises(HaulError, match='held by migration other'):
         destination.receive_container(params, lambda p: None, None, _FakeCgroupMod, lease_dir=str(tmp_path / 'leases'))
     assert _lease.read('ct9', str(tmp_path / 'leases'))['migration_id'] == 'other'
+
+
+class _ResumingCgroupMod(object):
+    Cgroup = _FakeCg
+    resumed = []
+
+    @staticmethod
+    def sigcont_tree(pids):
+        _ResumingCgroupMod.resumed.append(pids)
+
+
+def test_the_resumed_failpoint_fires_after_the_resume_before_running_is_said(tmp_path, monkeypatch):
+    """fault_partition places its partition there: the copy runs, the source has not heard it."""
+    _FakeCg.killed, _ResumingCgroupMod.resumed = [], []
+    seen = []
+
+    def fire(name, point):
+        with open(os.path.join(protocol.control_dir(str(tmp_path / 'images' / 'ct9'), 'h1'), protocol.STATUS)) as f:
+            seen.append((name, point, list(_ResumingCgroupMod.resumed), '"running"' in f.read()))
+    monkeypatch.setattr(destination.failpoints, 'fire', fire)
+    out, ctl = _receive(tmp_path, lambda ctl: open(os.path.join(ctl, protocol.COMMIT), 'w').close(),
+                        cgroup_mod=_ResumingCgroupMod)
+    assert out['res']['state'] == protocol.RUNNING
+    assert seen == [('ct9', 'resumed', [[]], False)]
+    with open(os.path.join(ctl, protocol.STATUS)) as f:
+        assert '"running"' in f.read()
+    assert _FakeCg.killed == []

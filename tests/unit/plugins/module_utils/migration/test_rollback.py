@@ -168,6 +168,15 @@ def test_failpoints_signal_or_sleep_at_their_point(tmp_path, monkeypatch):
     assert slept == [failpoints.SLEEP_S]
 
 
+def test_a_failpoint_sleeps_n_seconds_then_goes_on(tmp_path, monkeypatch):
+    (tmp_path / 'ct').write_text('sleep20@resumed sleepx@sent sleep@frozen')
+    slept = []
+    monkeypatch.setattr(failpoints.time, 'sleep', slept.append)
+    for point in ('resumed', 'sent', 'frozen', 'committed'):
+        failpoints.fire('ct', point, directory=str(tmp_path))
+    assert slept == [20, failpoints.SLEEP_S]
+
+
 def test_every_phase_the_source_records_fires_its_failpoint(tmp_path, monkeypatch):
     fired = []
     monkeypatch.setattr(source.failpoints, 'fire', lambda name, point: fired.append((name, point)))
