@@ -102,6 +102,23 @@ def list_containers(parent=_cgroup.DEFAULT_PARENT, names=None, with_pids=False):
     return out
 
 
+def describe_pid(name, init_pid, with_pids=False):
+    """A container that a runtime (Podman, LXC) names, described from its init's cgroup the way
+    :func:`list_containers` describes a lab container; None when that process is gone."""
+    try:
+        cg = _cgroup.Cgroup.from_pid(init_pid, step='discover')
+        pids = cg.pids()
+    except HaulError:
+        if _proc.proc_status(init_pid) is None:
+            return None
+        raise
+    found = dict(name=name, cgroup=cg.path, path=cg.rel, version=cg.version, init_pid=init_pid, pids=pids)
+    entry = describe(found)
+    if with_pids:
+        entry['pids'] = list(pids)
+    return entry
+
+
 # --------------------------------------------------------------------------- dirty rate
 #
 # How fast a container dirties its memory, with the kernel's soft-dirty tracking

@@ -14,17 +14,31 @@ module: container_info
 short_description: List the containers on a host that haul.live can migrate
 version_added: 0.1.0
 description:
-  - Finds the containers on the host it runs on, and describes each one for a migration plan.
-  - "A container is a child cgroup of the parent cgroup O(parent) (below the cgroup2 root)
-    whose processes include the init of a pid namespace: C(NSpid) in C(/proc/PID/status) has
-    more than one entry and ends in C(1). Its name is the name of that child cgroup."
+  - Finds the containers on the host it runs on, and describes each one for a migration plan,
+    with the runtime that owns it (RV(containers[].runtime)); see docs/runtimes.md.
+  - "A C(lab) container (haul.live's own) is a child cgroup of the parent cgroup O(parent) (below
+    the cgroup2 root) whose processes include the init of a pid namespace: C(NSpid) in
+    C(/proc/PID/status) has more than one entry and ends in C(1). Its name is the name of that
+    child cgroup."
+  - A C(podman) container is one that C(podman ps) lists as running or paused; an C(lxc) container
+    one that C(lxc-ls) and C(lxc-info) show running or frozen. Their names, ids and states are the
+    runtime's own; their processes, memory, sockets and network are read from their init process.
   - Never changes anything, except when O(dirty_rate_ms) measures a dirty rate on a kernel that
     tracks dirty memory; see O(dirty_rate_ms).
 author:
   - haul.live developers (@haul-live)
 options:
+  runtime:
+    description:
+      - Which runtime's containers to list. V(auto) asks every runtime installed on the host (Podman,
+        LXC, then the lab's cgroup convention) and reports each container once, under the runtime that
+        owns it; a runtime whose listing fails is reported in RV(runtimes) and does not hide the others.
+      - A named runtime that is not installed, or whose listing fails, fails the module.
+    type: str
+    choices: [auto, lab, podman, lxc]
+    default: auto
   parent:
-    description: The parent cgroup of the containers, relative to the cgroup2 root.
+    description: The parent cgroup of the C(lab) runtime's containers, relative to the cgroup2 root.
     type: str
     default: haul
   names:
@@ -83,6 +97,11 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ found.containers | map(attribute='name') }}"
 
+- name: Find the Podman containers only
+  haul.live.container_info:
+    runtime: podman
+  register: podman_found
+
 - name: Describe two containers, whatever their state
   haul.live.container_info:
     names: [web1, db1]
@@ -112,9 +131,27 @@ containers:
   elements: dict
   contains:
     name:
-      description: The container's name (its cgroup's name).
+      description: The container's name (a lab container's cgroup's name; Podman's or LXC's name for theirs).
       type: str
       sample: web1
+    runtime:
+      description: The runtime that owns it - V(lab), V(podman) or V(lxc).
+      type: str
+      sample: podman
+    id:
+      description: Its id in its runtime (Podman's container id; the name for LXC and the lab).
+      type: str
+      sample: 5f2b0c9e1d7a...
+    runtime_state:
+      description: Its state as its runtime reports it (for example Podman's V(running) or V(paused)).
+      returned: for podman and lxc containers
+      type: str
+      sample: running
+    image:
+      description: The image it was created from.
+      returned: for podman containers
+      type: str
+      sample: localhost/haul-lab:latest
     cgroup:
       description: Its cgroup v2 path below the cgroup2 root.
       type: str
@@ -194,6 +231,11 @@ containers:
       returned: when O(dirty_rate_ms) is above V(0)
       type: int
       sample: 256
+runtimes:
+  description: Each runtime asked, with V(found N), V(not installed), or the error that stopped its listing.
+  returned: always
+  type: dict
+  sample: {podman: found 1, lxc: not installed, lab: found 2}
 missing:
   description: Names asked for in O(names) that were not found.
   returned: always
@@ -204,7 +246,8 @@ missing:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import (
-    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, list_containers, measure_dirty_rates)
+    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_dirty_rates)
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 NOT_IN_CHECK_MODE = 'not measured in check mode: measuring clears the soft-dirty bits of the processes'
@@ -223,17 +266,18 @@ def dirty_rates(module, found):
                         'memory, from criu_check (haul_criu.precopy_possible)')
     if not p['dirty_tracking'] or module.check_mode:
         reason = NOT_IN_CHECK_MODE if p['dirty_tracking'] else NO_DIRTY_TRACKING
-        rates = dict((c['name'], dict(dirty_rate_bytes_s=None, dirty_rate_reason=reason, dirty_pages=None))
-                     for c in found)
-    else:
-        rates = measure_dirty_rates(dict((c['name'], c['pids']) for c in found), p['dirty_rate_ms'], True)
-    for c in found:
-        c.update(rates[c['name']])
+        rates = dict((i, dict(dirty_rate_bytes_s=None, dirty_rate_reason=reason, dirty_pages=None))
+                     for i in range(len(found)))
+    else:  # keyed by position: two runtimes may each have a container of the same name
+        rates = measure_dirty_rates(dict((i, c['pids']) for i, c in enumerate(found)), p['dirty_rate_ms'], True)
+    for i, c in enumerate(found):
+        c.update(rates[i])
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            runtime=dict(type='str', default='auto', choices=registry.CHOICES),
             parent=dict(type='str', default='haul'),
             names=dict(type='list', elements='str'),
             dirty_rate_ms=dict(type='int', default=0),
@@ -244,14 +288,18 @@ def main():
     check_module(module, parent='cgroup', names='name')
     names = module.params['names']
     try:
-        found = list_containers(module.params['parent'], names, with_pids=bool(module.params['dirty_rate_ms']))
+        p = module.params
+        if p['runtime'] not in (registry.AUTO, 'lab') and not registry.runtime(p['runtime']).available():
+            raise HaulError('discover', 'runtime %s is not installed on this host' % p['runtime'])
+        found, runtimes = registry.find_all(p['runtime'], names, parent=p['parent'], with_pids=bool(p['dirty_rate_ms']))
         dirty_rates(module, found)
         for c in found:
             c.pop('pids', None)
     except HaulError as e:
         fail(module, e)
     have = set(c['name'] for c in found)
-    module.exit_json(changed=False, containers=found, missing=[n for n in names or [] if n not in have])
+    module.exit_json(changed=False, containers=found, runtimes=runtimes,
+                     missing=[n for n in names or [] if n not in have])
 
 
 if __name__ == '__main__':

@@ -190,6 +190,11 @@ def test_target(target, lab_inventory):
         ANSIBLE_FORCE_COLOR='0',
         ANSIBLE_RETRY_FILES_ENABLED='0',
         PYTHONUNBUFFERED='1',
+        # every task's time, for finding what makes a target slow (docs/development.md): one
+        # JUnit file per playbook run, the target's own and the collection playbooks it runs
+        ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.junit',
+        JUNIT_OUTPUT_DIR=str(OUTPUT / 'tasks' / target),
+        JUNIT_HIDE_TASK_ARGUMENTS='true',
     )
     env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), env.get('PATH', os.defpath)])
     log = OUTPUT / ('%s.log' % target)
