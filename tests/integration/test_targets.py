@@ -76,7 +76,7 @@ WEIGHTS = {
     'fault_phases_postcopy': 450, 'fault_hung': 250, 'fault_partition': 480, 'fault_reboot': 420,
     'fault_postcopy_parallel': 190, 'evacuate': 180, 'migrate_postcopy': 170, 'service_postgres': 150,
     'preflight': 140, 'fault_input': 130, 'migrate_interrupted': 100,
-    'fault_phases_complete': 180,
+    'fault_phases_complete': 180, 'runtime_discovery': 150,
 }
 DEFAULT_WEIGHT = 60
 
