@@ -43,6 +43,12 @@ STRATEGY_NEEDS = {
 }
 
 
+def no_lazy_pages(who):
+    """``why_not`` of a runtime that cannot restore before the memory moved (post-copy, hybrid)."""
+    why = '%s has no lazy-pages restore (restoring before the memory moved)' % who
+    return {'postcopy': why, 'hybrid': why}
+
+
 def which(tool, path=None):
     """The path of tool on ``PATH`` (and the sbin directories), or None."""
     dirs = (path or os.environ.get('PATH') or '').split(os.pathsep) + ['/usr/local/sbin', '/usr/sbin', '/sbin']

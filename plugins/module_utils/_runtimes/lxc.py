@@ -15,7 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.haul.live.plugins.module_utils import _discovery
-from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, run, which
+from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, no_lazy_pages, run, which
 
 # LXC's states whose processes exist (a frozen container is frozen by LXC).
 LIVE_STATES = ('running', 'frozen', 'freezing', 'thawed')
@@ -40,10 +40,7 @@ class LxcRuntime(Runtime):
     kind = 'lxc'
     tool = 'lxc-ls'
     strategies = ('stopcopy', 'precopy')
-    why_not = {
-        'postcopy': 'LXC has no lazy-pages restore (restoring before the memory moved)',
-        'hybrid': 'LXC has no lazy-pages restore (restoring before the memory moved)',
-    }
+    why_not = no_lazy_pages('LXC')
 
     def _cmd(self, tool):
         return which(tool, self.path) or tool

@@ -16,7 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.haul.live.plugins.module_utils import _discovery
-from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, run_json, which
+from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, no_lazy_pages, run_json, which
 
 # Podman's states whose processes exist (a paused container is frozen by Podman).
 LIVE_STATES = ('running', 'paused')
@@ -43,10 +43,7 @@ class PodmanRuntime(Runtime):
     kind = 'podman'
     tool = 'podman'
     strategies = ('stopcopy', 'precopy')
-    why_not = {
-        'postcopy': 'Podman has no lazy-pages restore (restoring before the memory moved)',
-        'hybrid': 'Podman has no lazy-pages restore (restoring before the memory moved)',
-    }
+    why_not = no_lazy_pages('Podman')
 
     def list(self):
         """Podman's own list of its containers on this host, parsed (:func:`parse_ps`)."""
