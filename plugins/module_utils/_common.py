@@ -22,6 +22,7 @@ __metaclass__ = type
 
 import json
 import os
+import subprocess
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_MAX_BYTES = 8192
@@ -193,3 +194,20 @@ def write_atomic(path, data, step, what=None, spare=False, mode=0o600):
 def write_json_atomic(path, obj, step, what=None, spare=False):
     """:func:`write_atomic` of ``obj`` as JSON (sorted keys)."""
     return write_atomic(path, json.dumps(obj, sort_keys=True), step, what=what, spare=spare)
+
+
+def run_command(argv, step, timeout=10, shown=6):
+    """Run a short command (no shell); its standard output, or HaulError(step, ...) naming the
+    command (its first ``shown`` words), its exit status and the last line of its standard error."""
+    what = ' '.join(argv[:shown])
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # pylint: disable=ansible-bad-function
+                           timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise HaulError(step, '%s did not answer within %d s' % (what, timeout))
+    except (OSError, subprocess.SubprocessError) as e:
+        raise HaulError(step, 'cannot run %s: %s' % (argv[0], e))
+    if p.returncode != 0:
+        err = p.stderr.decode('utf-8', 'replace').strip().splitlines()
+        raise HaulError(step, '%s failed (exit status %d): %s' % (what, p.returncode, err[-1] if err else 'no message'))
+    return p.stdout.decode('utf-8', 'replace')

@@ -42,7 +42,7 @@ import struct
 import subprocess
 import time
 
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, run_command
 from ansible_collections.haul.live.plugins.module_utils import _frames
 
 CRIU_LOCK_PREFIX = 'CRIU-'
@@ -57,15 +57,7 @@ SYS_CLASS_NET = '/sys/class/net'
 
 def _run(argv, step, timeout=10):
     """Run a short command; its stdout, or HaulError(step) naming the command and its stderr."""
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # pylint: disable=ansible-bad-function
-                           timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise HaulError(step, 'cannot run %s: %s' % (argv[0], e))
-    if p.returncode != 0:
-        err = p.stderr.decode('utf-8', 'replace').strip().splitlines()
-        raise HaulError(step, '%s failed (rc=%d): %s' % (' '.join(argv[:6]), p.returncode, err[-1] if err else ''))
-    return p.stdout.decode('utf-8', 'replace')
+    return run_command(argv, step, timeout)
 
 
 def _in_netns(pid):

@@ -25,14 +25,11 @@ __metaclass__ = type
 
 import json
 import os
-import subprocess
 
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError, run_command
 
 # How long a runtime's listing command may take before discovery gives up on it.
 LIST_TIMEOUT_S = 60
-# Bytes of a failed command's standard error kept in the message.
-STDERR_TAIL = 400
 
 # The strategies, and the runtime feature each one needs.
 STRATEGY_NEEDS = {
@@ -60,19 +57,8 @@ def which(tool, path=None):
 
 
 def run(argv, step, timeout=LIST_TIMEOUT_S):
-    """Run a runtime's command (no shell); its standard output, or HaulError(step, ...) naming the
-    command, its exit status and the tail of its standard error."""
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,  # pylint: disable=ansible-bad-function
-                           check=False)
-    except subprocess.TimeoutExpired:
-        raise HaulError(step, '%s did not answer within %d s' % (' '.join(argv[:3]), timeout))
-    except OSError as e:
-        raise HaulError(step, 'cannot run %s: %s' % (argv[0], e))
-    if p.returncode != 0:
-        err = p.stderr.decode('utf-8', 'replace').strip()[-STDERR_TAIL:]
-        raise HaulError(step, '%s failed (exit status %d): %s' % (' '.join(argv[:3]), p.returncode, err or 'no message'))
-    return p.stdout.decode('utf-8', 'replace')
+    """Run a runtime's command (:func:`_common.run_command`, naming it by its first three words)."""
+    return run_command(argv, step, timeout, shown=3)
 
 
 def run_json(argv, step, timeout=LIST_TIMEOUT_S):

@@ -64,10 +64,3 @@ def find_all(kind=AUTO, names=None, parent=None, with_pids=False, path=None):
         status[k] = 'found %d' % len(kept)
     out.sort(key=lambda c: (c['name'], c['runtime']))
     return out, status
-
-
-def ambiguous(containers, name):
-    """The runtimes that each have a container called ``name`` on this host, when more than one
-    does (the operator must then name the runtime); else an empty list."""
-    kinds = sorted(c['runtime'] for c in containers if c['name'] == name)
-    return kinds if len(kinds) > 1 else []
