@@ -56,25 +56,50 @@ def _wait_frozen(cg, timeout):
         delay = min(delay * 2, 0.05)
 
 
-def _hold_frozen(cg, timeout, cgroup_mod):
+def _hold_frozen(cg, timeout, cgroup_mod, criu_fz=None):
     """After leave_stopped: freeze the cgroup, then SIGCONT every task so it stays frozen, not stopped.
 
+    ``cg``'s own freezer holds it, whatever its twin does; ``criu_fz``, the freezer that
+    :func:`_freeze_for_criu` froze for CRIU, is thawed once the hold is in place when it is another
+    one, so that the hold has one freezer, the one a thaw of ``cg`` releases.
     On failure the tasks are resumed (the source keeps running) and HaulError('hold', ...) is raised.
     """
     try:
-        cg.freeze(timeout=timeout)
+        held = cgroup_mod.Cgroup(cg.path, version=cg.version, step='hold')
+        held.freeze(timeout=timeout)
         cgroup_mod.sigcont_tree(cg.pids())
-        st = _wait_frozen(cg, timeout)
+        st = _wait_frozen(held, timeout)
         if st != 'frozen':
             raise HaulError('hold', 'cgroup %s is %s, not frozen, after resuming the stopped tasks' % (cg.path, st))
+        if criu_fz is not None and criu_fz.path != held.path:
+            criu_fz.thaw(timeout=timeout)
     except HaulError as e:
-        try:
-            cg.thaw(timeout=timeout)
-        except HaulError:
-            pass
+        for c in (cg, criu_fz):
+            try:
+                if c is not None:
+                    c.thaw(timeout=timeout)
+            except HaulError:
+                pass
         cgroup_mod.sigcont_tree(cg.pids())
         raise HaulError('hold', 'the dump succeeded but the source could not be held frozen (%s); '
                         'it was resumed' % e.cause)
+
+
+def _freeze_for_criu(cg, timeout):
+    """Freeze the freezer cgroup CRIU's dump will use, before the dump, for a dump that holds the source.
+
+    CRIU leaves a cgroup it found frozen frozen again before it lets the tasks go (and records
+    that state in its images: _restore._thaw_restored); one it found thawed it thaws, and its
+    leave_stopped SIGSTOP then races the tasks, which may run on for a
+    moment after the dump (a service then unlinks or writes files the dump already described,
+    and the copy of its root filesystem no longer matches its memory). Frozen first, they
+    never run between the dump and :func:`_hold_frozen`. Returns that freezer (a Cgroup); raises
+    HaulError('freeze', ...), thawed back.
+    """
+    path = criu_freeze_cgroup(cg)
+    fz = _cgroup.Cgroup(path, version=cg.version if path == cg.path else 'v1', step='freeze')
+    fz.freeze(timeout=timeout)
+    return fz
 
 
 def _rescue_source(cg, timeout, pid=None):
@@ -170,7 +195,10 @@ def dump_container(params, check_mode=False, diff=False):
     _images.ensure_dir(images_dir, migration_id=params.get('handoff_id'))
     _images.clear_images(images_dir)
     timeout = params.get('freeze_timeout') or 10
+    criu_fz = None
     try:
+        if params['hold'] != 'running':
+            criu_fz = _freeze_for_criu(cg, timeout)
         res = session.dump(options)
     except HaulError:
         _rescue_source(cg, timeout, target['pid'])
@@ -183,10 +211,22 @@ def dump_container(params, check_mode=False, diff=False):
             try:
                 hold_cg = _cgroup.Cgroup.from_pid(target['pid'], version=params['freezer'], step='hold')
             except HaulError as e:
+                try:
+                    cg.thaw(timeout=timeout)  # CRIU's freezer too (a twin of cg): see _freeze_for_criu
+                except HaulError:
+                    pass
                 _cgroup.sigcont_tree(cg.pids())
                 raise HaulError('hold', 'the dump succeeded but the source could not be held frozen (%s); '
                                 'it was resumed' % e.cause)
-        _hold_frozen(hold_cg, timeout, _cgroup)
+        _hold_frozen(hold_cg, timeout, _cgroup, criu_fz)
+    elif params['hold'] == 'stopped':
+        # CRIU froze it again (see _freeze_for_criu): stopped, not frozen, is what was asked
+        try:
+            criu_fz.thaw(timeout=timeout)
+        except HaulError as e:
+            _cgroup.sigcont_tree(cg.pids())
+            raise HaulError('hold', 'the dump succeeded but the source could not be left stopped (%s); '
+                            'it was resumed' % e.cause)
     if params['hold'] != 'running':
         # held for a migration: its host ends go down, so that the frozen source answers no ARP
         # while the copy elsewhere takes over its address (cgroup_thaw's sigcont reopens them)

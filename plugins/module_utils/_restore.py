@@ -151,6 +151,7 @@ def restore_container(params, check_mode=False, diff=False):
     pid = res.get('pid')
     result.update(log_path=res['log_path'], duration=round(res['duration'], 3), pid=pid)
     try:
+        _thaw_restored(cgroup_path, params.get('check_timeout', 5))
         _check_restored(pid, cgroup_path, params.get('check_timeout', 5))
         if params.get('hold') == 'stopped':
             _network.prepare_links(network, pid=pid)  # up, on no bridge: it goes live at the commit
@@ -171,6 +172,20 @@ def restore_container(params, check_mode=False, diff=False):
     result['stats'] = _images.summarize_stats(_images.read_stats(images_dir, 'restore'))
     result['state'] = 'running'
     return result
+
+
+def _thaw_restored(cgroup_path, timeout):
+    """Thaw the restored container's freezer cgroups (v2 and a v1 twin) that CRIU restored frozen.
+
+    The source is frozen before its dump (_checkpoint._freeze_for_criu), and CRIU's images keep
+    the freezer's state, which its restore writes back. The tree is running here, or stopped
+    for a handoff (a thaw leaves a SIGSTOPped task stopped): it must not stay frozen as well.
+    """
+    try:
+        cg = _cgroup.Cgroup(cgroup_path, step='restore')
+    except HaulError:
+        return  # no freezer cgroup to thaw; _check_restored says what is wrong
+    cg.thaw(timeout=timeout)
 
 
 def _check_restored(pid, cgroup_path, timeout):

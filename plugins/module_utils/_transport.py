@@ -387,7 +387,9 @@ def explain_rsync_failure(rc, stderr, host=None, timeout=None):
     if rc in (10, 12):
         return 'connection to %s lost (%s)' % (where, detail(_key_line(lines)))
     if rc in (23, 24):
-        return 'partial transfer to %s (%s)' % (where, detail(_key_line(lines)))
+        gone = [ln.split('vanished:', 1)[1].strip() for ln in lines if 'vanished:' in ln]
+        named = '; vanished: %s%s' % (', '.join(gone[:3]), ' ...' if len(gone) > 3 else '') if gone else ''
+        return 'partial transfer to %s (%s%s)' % (where, detail(_key_line(lines)), named)
     if rc == 11:
         return 'file I/O error (%s)' % detail(_key_line(lines))
     return 'rsync to %s failed (%s)' % (where, detail(_key_line(lines)))

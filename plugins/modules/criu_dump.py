@@ -17,10 +17,12 @@ description:
   - Checkpoints a whole container (the process tree of its pid-namespace init, with its namespaces
     and its cgroups) into an images directory with CRIU, driven through pycriu's RPC.
   - The container is identified by its cgroup or by the host pid of its pid-namespace init.
-  - CRIU freezes the tree through the container's freezer cgroup, dumps it with the nftables
-    network lock, and leaves the tasks stopped. By default (O(hold=frozen)) the module then freezes
-    the container's cgroup and resumes the stopped tasks inside it, so that the source is held frozen
-    in cgroup terms and a rollback is a plain thaw of the cgroup (M(haul.live.cgroup_thaw)).
+  - Unless O(hold=running), the module freezes the container's freezer cgroup first, so that no task
+    runs between the dump and the hold; CRIU then dumps the frozen tree with the nftables network
+    lock and leaves the tasks stopped, in the cgroup it found frozen. By default (O(hold=frozen)) the
+    module then resumes the stopped tasks inside the frozen cgroup, so that the source is held frozen
+    in cgroup terms and a rollback is a plain thaw of the cgroup (M(haul.live.cgroup_thaw)). With
+    O(hold=stopped) it thaws the cgroup and the tasks stay stopped.
   - Writes C(manifest.json) into the images directory (container identity, CRIU version, kernel,
     size and sha256 of every image file) once the dump is complete.
   - Before anything is frozen, the free space of the images filesystem is compared with an estimate

@@ -204,6 +204,8 @@ def test_parse_itemized():
     (23, 'rsync: [sender] send_files failed to open "/s/x": Permission denied (13)\n'
          'rsync error: some files/attrs were not transferred (code 23)\n', 'partial transfer to 198.18.0.99'),
     (24, 'file has vanished: "/s/y"\n', 'partial transfer'),
+    (24, 'file has vanished: "/s/a"\nfile has vanished: "/s/b"\n'
+         'rsync warning: some files vanished before they could be transferred (code 24)\n', 'vanished: "/s/a", "/s/b")'),
     (12, 'rsync: connection unexpectedly closed\n', 'connection to 198.18.0.99 lost'),
     (35, '', 'destination 198.18.0.99 unreachable (rsync exit 35: timeout waiting for daemon connection)'),
     (99, 'weird\n', 'rsync to 198.18.0.99 failed (weird; rsync exit 99)'),
