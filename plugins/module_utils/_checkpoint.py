@@ -89,12 +89,10 @@ def _freeze_for_criu(cg, timeout):
     """Freeze the freezer cgroup CRIU's dump will use, before the dump, for a dump that holds the source.
 
     CRIU leaves a cgroup it found frozen frozen again before it lets the tasks go (and records
-    that state in its images: _restore._thaw_restored); one it found thawed it thaws, and its
-    leave_stopped SIGSTOP then races the tasks, which may run on for a
-    moment after the dump (a service then unlinks or writes files the dump already described,
-    and the copy of its root filesystem no longer matches its memory). Frozen first, they
-    never run between the dump and :func:`_hold_frozen`. Returns that freezer (a Cgroup); raises
-    HaulError('freeze', ...), thawed back.
+    that state in its images: _restore._thaw_restored); one it found thawed it thaws, and the
+    tasks are then held by its SIGSTOP alone until :func:`_hold_frozen` freezes them again.
+    Frozen first, they are held by the freezer from before the dump to the end of the hold.
+    Returns that freezer (a Cgroup); raises HaulError('freeze', ...), thawed back.
     """
     path = criu_freeze_cgroup(cg)
     fz = _cgroup.Cgroup(path, version=cg.version if path == cg.path else 'v1', step='freeze')

@@ -116,6 +116,13 @@ options:
       - Delete files in the destination trees that are not in the source trees.
     type: bool
     default: true
+  allow_vanished:
+    description:
+      - Files that vanish while rsync reads them (rsync's exit 24) do not fail the module; RV(vanished) then says
+        so. For a tree in use, such as the root filesystem of a container that still runs (a pre-sync before
+        its freeze, after which the sync inside the freeze sends what changed since, deletions too).
+    type: bool
+    default: false
   verify:
     description:
       - After the copy, verify on the destination that every file listed in O(src)C(/manifest.json)
@@ -236,6 +243,11 @@ probe:
         here, SSH handshake included, when dd's summary could not be read).
       type: str
       sample: dd
+vanished:
+  description: Whether files vanished while rsync read them (only with O(allow_vanished); the copy then lacks them).
+  returned: success, without O(probe_bytes)
+  type: bool
+  sample: false
 bytes_sent:
   description: Bytes rsync sent over the connection (all trees; would send, in check mode).
   returned: success, without O(probe_bytes)
@@ -355,6 +367,7 @@ def main():
             rootfs_src=dict(type='path'),
             rootfs_dest=dict(type='path'),
             delete=dict(type='bool', default=True),
+            allow_vanished=dict(type='bool', default=False),
             verify=dict(type='bool', default=True),
             timeout=dict(type='int', default=300),
             probe_bytes=dict(type='int', default=0),
@@ -385,10 +398,10 @@ def main():
         runner = RsyncRunner(module.run_command, target, bwlimit_kib=p['bwlimit_kib'], timeout=p['timeout'],
                              rsync_bin=rsync, compress=p['compress'])
         trees = [runner.sync(p['src'], p['dest'], dry_run=module.check_mode, delete=p['delete'], mkdir_mode='0700',
-                             protect=RECEIVER_FILES)]
+                             protect=RECEIVER_FILES, vanished_ok=p['allow_vanished'])]
         if p['rootfs_src']:
             trees.append(runner.sync(p['rootfs_src'], p['rootfs_dest'], dry_run=module.check_mode,
-                                     delete=p['delete']))
+                                     delete=p['delete'], vanished_ok=p['allow_vanished']))
         verification = None
         if p['verify'] and not module.check_mode:
             verification = verify_manifest_remote(module.run_command, target, p['dest'])
@@ -406,6 +419,7 @@ def main():
         total_size=sum(t['total_size'] for t in trees),
         files_transferred=sum(t['files_transferred'] for t in trees),
         duration_s=round(time.time() - start, 3),
+        vanished=any(t.get('vanished') for t in trees),
         verified=verification is not None,
         verified_files=verification['checked'] if verification else 0,
         trees=trees,
