@@ -99,6 +99,17 @@ options:
   criu_path:
     description: Path of the criu binary. Default, C(criu) in C(PATH) or in C(/usr/sbin).
     type: path
+  runtime:
+    description:
+      - The runtime that owns the container (docs/runtimes.md). V(lab) - haul.live's own restore into
+        O(cgroup).
+      - V(podman) - only with O(handoff). Podman's own restore, C(podman container restore --import) of the
+        export that M(haul.live.handoff) sent, under the same name, id, address and MAC, with CRIU's
+        C(leave-stopped) set for the restore (in C(/etc/criu/RUNTIME.conf), put back after) so that its
+        tasks stay stopped until the commit. On abort, C(podman rm) removes the copy from Podman here.
+    type: str
+    choices: [lab, podman]
+    default: lab
   # --- post-copy (issue 5)
   lazy_pages:
     description:
@@ -152,6 +163,14 @@ options:
       min_criu_version:
         description: The source's CRIU version; a CRIU older than that here fails before the source freezes.
         type: str
+      source:
+        description:
+          - With O(runtime=podman) - the source's description of the container, RV(haul.live.container_info#module:containers[].podman)
+            (its image id, networks with their MAC addresses, bind mounts, OCI runtime). Before the source freezes,
+            the receiver checks that the image (by id), the networks and the bind sources are here and that Podman
+            has no container of that name; it holds the MAC addresses on this host's bridges from the restore to
+            the commit.
+        type: dict
       expected_bytes:
         description: The size the images will have, about; less free space than that fails before the source freezes.
         type: int
@@ -334,6 +353,7 @@ from ansible_collections.haul.live.plugins.module_utils._restore import restore_
 from ansible_collections.haul.live.plugins.module_utils._migration.destination import prepare_receive, receive_container
 from ansible_collections.haul.live.plugins.module_utils._lazy_pages import restore_lazy  # post-copy (issue 5)
 from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -353,23 +373,28 @@ def main():
             check_timeout=dict(type='int', default=5),
             criu_path=dict(type='path'),
             lazy_pages=dict(type='bool', default=False),  # post-copy (issue 5)
+            runtime=dict(type='str', choices=['lab', 'podman'], default='lab'),
             handoff=dict(type='dict', options=dict(
                 id=dict(type='str', required=True),
                 timeout=dict(type='int', default=300),
                 restore_timeout=dict(type='int'),
                 commit_timeout=dict(type='int'),
                 min_criu_version=dict(type='str'),
+                source=dict(type='dict'),
                 expected_bytes=dict(type='int', default=0),
                 lazy=lazy_argspec(ready_timeout=30),
             )),
         ),
-        required_by={'handoff': ('cgroup', 'name')},
+        required_by={'handoff': ('name',)},
         mutually_exclusive=[['lazy_pages', 'handoff']],  # post-copy (issue 5)
         supports_check_mode=True,
     )
     check_module(module, name='name', cgroup='cgroup', **{'handoff.id': 'id', 'handoff.lazy.address': 'host'})
     if module.params['tcp_established'] and module.params['tcp_close']:
         module.fail_json(msg='options: tcp_established and tcp_close are mutually exclusive',
+                         failed_step='options')
+    if module.params['runtime'] != 'lab' and (not module.params['handoff'] or module.params['handoff']['lazy']):
+        module.fail_json(msg='runtime %s: only with handoff, and without lazy' % module.params['runtime'],
                          failed_step='options')
     try:
         if module.params['handoff'] and module.check_mode:
@@ -378,8 +403,11 @@ def main():
         if module.params['handoff']:
             params = dict(module.params, verify='size')
             lazy = module.params['handoff']['lazy']
+            restore_fn = restore_lazy if lazy else restore_container
+            if params['runtime'] != 'lab':
+                restore_fn = registry.runtime(params['runtime']).restore_held
             result = receive_container(params, lambda p: prepare_receive(p, _criu, _cgroup, _images),
-                                       restore_lazy if lazy else restore_container, _cgroup,
+                                       restore_fn, _cgroup,
                                        criu_path=_criu.find_criu(params['criu_path']))
         elif module.params['lazy_pages']:  # post-copy (issue 5)
             result = restore_lazy(module.params, check_mode=module.check_mode, diff=module._diff)

@@ -224,8 +224,23 @@ options:
         the destination (or here again, after a rollback), so that the clients do not wait for their
         retransmission timers (at least 200 ms, doubling). See docs/networking.md.
       - Only TCP is sent again; a segment the container already had is dropped by its TCP stack.
+      - Not with O(runtime=podman) (ignored).
     type: bool
     default: true
+  runtime:
+    description:
+      - The runtime that owns the container (docs/runtimes.md). V(lab) - haul.live's own dump (the
+        container's O(cgroup) or O(pid)).
+      - V(podman) - Podman's own checkpoint, C(podman container checkpoint --export --keep), into
+        O(images_dir), after the container's network namespace is closed with an nftables table; Podman's
+        CRIU kills the tasks, and a rollback restores the container from its kept checkpoint
+        (C(podman container restore NAME)). After the move C(podman rm) removes its record here.
+        Needs O(name) (Podman's name) and O(pid) (its init, from M(haul.live.container_info)); stop-and-copy
+        only (not with O(lazy) or O(precopy)). The destination runs M(haul.live.criu_restore) with the same
+        O(haul.live.criu_restore#module:runtime).
+    type: str
+    choices: [lab, podman]
+    default: lab
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.container
@@ -425,6 +440,7 @@ from ansible_collections.haul.live.plugins.module_utils._checkpoint import dump_
 from ansible_collections.haul.live.plugins.module_utils._container import container_argspec, resolve_target
 from ansible_collections.haul.live.plugins.module_utils._migration.source import send_container
 from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, lazy_dump
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
 
@@ -459,6 +475,7 @@ def main():
             )),
             keep_images=dict(type='bool', default=False),
             replay=dict(type='bool', default=True),
+            runtime=dict(type='str', choices=['lab', 'podman'], default='lab'),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid']],
@@ -467,6 +484,14 @@ def main():
     check_module(module, name='name', cgroup='cgroup', handoff_id='id', dest_host='host', dest_user='user',
                  ssh_options='ssh_option', **{'lazy.address': 'host'})
     p = module.params
+    dump_fn = lazy_dump if p['lazy'] else dump_container
+    if p['runtime'] != 'lab':
+        if p['lazy'] or p['precopy'] or not p['name']:
+            module.fail_json(msg='runtime %s: give name, and use stop-and-copy (no lazy, no precopy)' % p['runtime'],
+                             failed_step='options')
+        dump_fn = registry.runtime(p['runtime']).dump
+        p['replay'] = False
+        p['sync_rootfs'] = False
     try:
         target = resolve_target(pid=p['pid'], cgroup=p['cgroup'], step='identify')
     except HaulError as e:
@@ -478,8 +503,7 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
-        result = send_container(p, module.run_command, lazy_dump if p['lazy'] else dump_container,
-                                _cgroup, _images, _transport)
+        result = send_container(p, module.run_command, dump_fn, _cgroup, _images, _transport)
     except HaulError as e:
         fail(module, e)
     module.exit_json(**result)

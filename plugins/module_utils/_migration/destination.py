@@ -29,6 +29,7 @@ from ansible_collections.haul.live.plugins.module_utils import _restore
 from ansible_collections.haul.live.plugins.module_utils import _transfer
 from ansible_collections.haul.live.plugins.module_utils._migration import failpoints
 from ansible_collections.haul.live.plugins.module_utils._migration import phases
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._migration.protocol import (
     ABORT, ABORTED, COMMIT, COMPLETE, FAILED, LOST, RESTORED, RUNNING, SYNCED, WAITING, Receiver, bounded, user_name)
 
@@ -100,7 +101,13 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, criu_path=None
         cmd = COMMIT if cmd == COMMIT and rx.decide(COMMIT) == COMMIT else (cmd if cmd == ABORT else None)
         if cmd is None and rx.decided() == ABORT and os.path.exists(os.path.join(rx.dir, COMMIT)):
             why = 'a fence (the rollback) or this receiver\'s deadline refused the commit'
+    own = registry.own_steps(params)
     if cmd == COMMIT:
+        if own is not None:  # its runtime held its addresses (it runs behind them otherwise)
+            try:
+                own.release_hold(params)
+            except HaulError as e:
+                res['warnings'] = ['%s: its addresses are still held here' % e.msg]
         # on the network (bridge, link up), resumed, announced (gratuitous ARP): docs/networking.md
         try:
             res['announced'] = _network.go_live(res.get('network'), lambda: cgroup_mod.sigcont_tree(cg.pids()), pid)
@@ -131,11 +138,14 @@ def receive_container(params, prepare_fn, restore_fn, cgroup_mod, criu_path=None
     rx.decide(ABORT)
     why = why or ('the source aborted' if cmd == ABORT else 'no commit from the source within %ds (a later one is '
                   'refused)' % (ho.get('commit_timeout') or rx.timeout))
-    try:
-        cg.kill()
-        cg.remove()
-    except HaulError:
-        pass
+    if own is not None:
+        own.remove_copy(params)
+    else:
+        try:
+            cg.kill()
+            cg.remove()
+        except HaulError:
+            pass
     if lazy:
         _lazy_pages.stop_lazy_pages(params['images_dir'])
     rx.status(ABORTED, msg=why)
@@ -185,14 +195,11 @@ def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
         raise HaulError('prepare', 'CRIU %s here is older than CRIU %s on the source: it cannot restore '
                         'its images (install criu >= %s)' % (version, need, need))
     name = params.get('name')
-    cgroup_path = '/' + (params.get('cgroup') or '').strip('/')
-    if cgroup_path == '/':
-        raise HaulError('prepare', 'handoff needs the cgroup of the container')
-    _cg, pids, init = _restore._running_container(cgroup_path, cgroup_mod, step='prepare')  # pylint: disable=protected-access
-    if pids:
-        raise HaulError('prepare', 'a container %s already runs here (cgroup %s, %s): refusing to restore a '
-                        'second copy' % (name, cgroup_path, 'init pid %d' % init if init else '%d processes' % len(pids)))
-    _container.restore_root(params, name, step='prepare')
+    own = registry.own_steps(params)
+    if own is not None:
+        own.prepare_receive(params)
+    else:
+        _prepare_lab(params, name, cgroup_mod)
     need_bytes = params['handoff'].get('expected_bytes') or 0
     images_mod.ensure_dir(params['images_dir'], migration_id=params['handoff'].get('id'))
     if os.path.isdir(params['images_dir'].rstrip('/') + '.handoff'):  # Receiver.open made it: haul.live's, marked
@@ -203,3 +210,15 @@ def prepare_receive(params, criu_mod, cgroup_mod, images_mod):
     if need_bytes and free < need_bytes:
         raise HaulError('prepare', 'the filesystem of %s has %d MiB free, the images of %s need about %d MiB'
                         % (params['images_dir'], free // 1048576, name, -(-need_bytes // 1048576)))
+
+
+def _prepare_lab(params, name, cgroup_mod):
+    """A lab container: no copy of it runs here, and its root filesystem is here."""
+    cgroup_path = '/' + (params.get('cgroup') or '').strip('/')
+    if cgroup_path == '/':
+        raise HaulError('prepare', 'handoff needs the cgroup of the container')
+    _cg, pids, init = _restore._running_container(cgroup_path, cgroup_mod, step='prepare')  # pylint: disable=protected-access
+    if pids:
+        raise HaulError('prepare', 'a container %s already runs here (cgroup %s, %s): refusing to restore a '
+                        'second copy' % (name, cgroup_path, 'init pid %d' % init if init else '%d processes' % len(pids)))
+    _container.restore_root(params, name, step='prepare')

@@ -27,6 +27,7 @@ from ansible_collections.haul.live.plugins.module_utils import _supervisor
 from ansible_collections.haul.live.plugins.module_utils._migration import phases
 from ansible_collections.haul.live.plugins.module_utils._migration import protocol
 from ansible_collections.haul.live.plugins.module_utils._migration import watchdog
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 
 # Seconds the rollback waits for the destination to confirm it killed its copy (it does so on
 # its own anyway: it never resumes without COMMIT).
@@ -134,7 +135,11 @@ class Rollback(object):
 
 def thaw_source(params, dumped, cgroup_mod):
     """Thaw the source; return its state afterwards ('running' or why not). Only through
-    :meth:`Rollback.thaw`, which first checks that this migration froze it (its lease)."""
+    :meth:`Rollback.thaw`, which first checks that this migration froze it (its lease). A container
+    of a runtime with its own steps (Podman) is resumed by its runtime."""
+    own = registry.own_steps(params)
+    if own is not None:
+        return own.resume_source(params, dumped)
     cg_path = (dumped or {}).get('cgroup') or params.get('cgroup')
     try:
         if cg_path:
@@ -166,13 +171,17 @@ def finalize_source(params, dumped, strategy, cgroup_mod, images_mod):
     a move (success), or by the rule (KILL_SOURCE_REMAINS) after COMMITTED."""
     done = {'killed': False, 'images_removed': False}
     strategy.abandon(None)
-    try:
-        cg = cgroup_mod.Cgroup(dumped['cgroup'])
-        cg.kill()
-        done['killed'] = True
-        cg.remove()
-    except HaulError as e:
-        done['error'] = e.msg
+    own = registry.own_steps(params)
+    if own is not None:
+        done.update(own.remove_source(params))
+    else:
+        try:
+            cg = cgroup_mod.Cgroup(dumped['cgroup'])
+            cg.kill()
+            done['killed'] = True
+            cg.remove()
+        except HaulError as e:
+            done['error'] = e.msg
     if not params.get('keep_images'):
         images_mod.remove(params['images_dir'])
         images_mod.remove(_supervisor.state_dir(params['images_dir']))

@@ -64,3 +64,18 @@ def find_all(kind=AUTO, names=None, parent=None, with_pids=False, path=None):
         status[k] = 'found %d' % len(kept)
     out.sort(key=lambda c: (c['name'], c['runtime']))
     return out, status
+
+
+# The runtimes whose containers move through their own checkpoint and restore (docs/runtimes.md).
+OWN_STEPS = ('podman',)
+
+
+def own_steps(params):
+    """The runtime whose own steps replace haul.live's CRIU dump and restore in a migration of
+    ``params`` (``params['runtime']``), or None for the lab's containers (haul.live's pipeline)."""
+    kind = (params or {}).get('runtime') or 'lab'
+    if kind == 'lab':
+        return None
+    if kind not in OWN_STEPS:
+        raise HaulError('runtime', 'haul.live does not migrate %s containers yet (docs/runtimes.md)' % kind)
+    return runtime(kind)
