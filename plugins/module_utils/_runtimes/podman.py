@@ -332,26 +332,21 @@ class PodmanRuntime(Runtime):
         source = (params.get('handoff') or {}).get('source') or {'name': params['name']}
         source = dict(source, name=params['name'])
         here = self.inspect(params['name'], 'prepare')
-
-        def image_ok(image_id):
-            try:
-                run([self._cmd(), 'image', 'exists', image_id], 'prepare')
-                return True
-            except HaulError:
-                return False
-
-        def network_ok(net):
-            try:
-                run([self._cmd(), 'network', 'exists', net], 'prepare')
-                return True
-            except HaulError:
-                return False
-
-        problems = destination_problems(source, here, image_ok, network_ok)
+        problems = destination_problems(source, here, lambda image_id: self.has('image', image_id),
+                                        lambda net: self.has('network', net))
         if problems:
             raise HaulError('prepare', '; '.join(problems))
 
+    def has(self, kind, what):
+        """Whether this host's Podman has the image or network (``kind``) ``what``."""
+        try:
+            run([self._cmd(), kind, 'exists', what], 'prepare')
+        except HaulError:
+            return False
+        return True
+
     def macs(self, params):
+        """The MAC addresses of the source's container (its ``handoff.source``)."""
         return sorted(n['mac'] for n in (((params.get('handoff') or {}).get('source') or {}).get('networks') or {}).values()
                       if n.get('mac'))
 
