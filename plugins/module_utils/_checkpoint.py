@@ -310,6 +310,8 @@ def checkpoint_kwargs(params, pid, root, cg):
     )
     if params.get('parent_images'):
         kwargs.update(parent_img=params['parent_images'], track_mem=True)
+    # a runtime's own options (LXC's: what its restore expects), never set by an operator
+    kwargs.update(params.get('criu_extra') or {})
     return kwargs
 
 

@@ -64,6 +64,10 @@ class CriuOptions(object):
     :param cg_root: list of (controller or None, path) pairs for ``--cgroup-root``.
     :param timeout: seconds CRIU waits for the tree to freeze.
     :param ghost_limit: max size of a ghost file.
+    :param auto_ext_mnt, ext_sharing, ext_masters: ``--ext-mount-map auto``,
+        ``--enable-external-sharing``, ``--enable-external-masters`` (LXC's dump).
+    :param enable_fs: list of filesystem types to dump as they are (``--enable-fs``).
+    :param force_irmap: ``--force-irmap``.
     :param log_level: CRIU log level (default 4).
     """
 
@@ -73,7 +77,8 @@ class CriuOptions(object):
               'pre_dump_mode', 'auto_dedup', 'page_server', 'tls', 'tls_cacert', 'tls_cacrl',
               'tls_cert', 'tls_key', 'tls_no_cn_verify', 'lazy_pages', 'status_fd', 'rst_sibling',
               'cg_root', 'timeout', 'ghost_limit', 'log_level', 'evasive_devices', 'link_remap',
-              'weak_sysctls', 'display_stats')
+              'weak_sysctls', 'display_stats', 'auto_ext_mnt', 'ext_sharing', 'ext_masters', 'enable_fs',
+              'force_irmap')
 
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(self.FIELDS)
@@ -137,7 +142,7 @@ class CriuOptions(object):
                   'ext_unix_sk', 'track_mem', 'auto_dedup', 'tls', 'tls_cacert', 'tls_cacrl', 'tls_cert',
                   'tls_key', 'tls_no_cn_verify', 'lazy_pages', 'status_fd', 'rst_sibling', 'timeout',
                   'ghost_limit', 'log_level', 'evasive_devices', 'link_remap', 'weak_sysctls',
-                  'display_stats')
+                  'display_stats', 'auto_ext_mnt', 'ext_sharing', 'ext_masters', 'force_irmap')
         for name in simple:
             value = getattr(self, name)
             if value is not None:
@@ -150,6 +155,8 @@ class CriuOptions(object):
             opts.pre_dump_mode = getattr(rpc, {'splice': 'SPLICE', 'read': 'VM_READ'}[self.pre_dump_mode])
         for spec in self.external or ():
             opts.external.append(spec)
+        for fs in self.enable_fs or ():
+            opts.enable_fs.append(fs)
         parent = self.parent_relative(images_dir) if images_dir else self.parent_img
         if parent:
             opts.parent_img = parent
@@ -159,7 +166,7 @@ class CriuOptions(object):
             opts.ps.port = int(self.page_server['port'])
         for ctrl, path in self.cg_root or ():
             item = opts.cg_root.add()
-            if ctrl:
+            if ctrl is not None:  # "" is cgroup2 (":/PATH" on the command line)
                 item.ctrl = ctrl
             item.path = path
         return opts

@@ -107,8 +107,12 @@ options:
         export that M(haul.live.handoff) sent, under the same name, id, address and MAC, with CRIU's
         C(leave-stopped) set for the restore (in C(/etc/criu/RUNTIME.conf), put back after) so that its
         tasks stay stopped until the commit. On abort, C(podman rm) removes the copy from Podman here.
+      - V(lxc) - only with O(handoff). LXC's own restore, C(lxc-checkpoint -r) of the images into the
+        container's directory C(/var/lib/lxc/NAME) (sent by M(haul.live.handoff)), with CRIU's C(leave-stopped)
+        set for the restore in C(/etc/criu/default.conf) and the MAC addresses of the config's veths held on
+        this host's bridges until the commit. On abort, C(lxc-stop -k) and C(lxc-destroy -f).
     type: str
-    choices: [lab, podman]
+    choices: [lab, podman, lxc]
     default: lab
   # --- post-copy (issue 5)
   lazy_pages:
@@ -373,7 +377,7 @@ def main():
             check_timeout=dict(type='int', default=5),
             criu_path=dict(type='path'),
             lazy_pages=dict(type='bool', default=False),  # post-copy (issue 5)
-            runtime=dict(type='str', choices=['lab', 'podman'], default='lab'),
+            runtime=dict(type='str', choices=['lab', 'podman', 'lxc'], default='lab'),
             handoff=dict(type='dict', options=dict(
                 id=dict(type='str', required=True),
                 timeout=dict(type='int', default=300),

@@ -238,8 +238,12 @@ options:
         Needs O(name) (Podman's name) and O(pid) (its init, from M(haul.live.container_info)); stop-and-copy
         only (not with O(lazy) or O(precopy)). The destination runs M(haul.live.criu_restore) with the same
         O(haul.live.criu_restore#module:runtime).
+      - V(lxc) - haul.live's own dump of the LXC container O(pid) (held frozen; a rollback thaws it) with
+        the CRIU options LXC's own dump uses, so that C(lxc-checkpoint -r) can restore it; the container's
+        directory C(/var/lib/lxc/NAME) (config and root filesystem) is sent with the images, and after the
+        move C(lxc-destroy) makes LXC here forget it. Stop-and-copy only.
     type: str
-    choices: [lab, podman]
+    choices: [lab, podman, lxc]
     default: lab
 extends_documentation_fragment:
   - haul.live.attributes
@@ -475,7 +479,7 @@ def main():
             )),
             keep_images=dict(type='bool', default=False),
             replay=dict(type='bool', default=True),
-            runtime=dict(type='str', choices=['lab', 'podman'], default='lab'),
+            runtime=dict(type='str', choices=['lab', 'podman', 'lxc'], default='lab'),
         ),
         required_one_of=[['cgroup', 'pid']],
         mutually_exclusive=[['cgroup', 'pid']],
@@ -490,8 +494,9 @@ def main():
             module.fail_json(msg='runtime %s: give name, and use stop-and-copy (no lazy, no precopy)' % p['runtime'],
                              failed_step='options')
         dump_fn = registry.runtime(p['runtime']).dump
-        p['replay'] = False
-        p['sync_rootfs'] = False
+        if p['runtime'] == 'podman':  # the export carries its root filesystem's changes
+            p['replay'] = False
+            p['sync_rootfs'] = False
     try:
         target = resolve_target(pid=p['pid'], cgroup=p['cgroup'], step='identify')
     except HaulError as e:

@@ -138,7 +138,7 @@ def thaw_source(params, dumped, cgroup_mod):
     :meth:`Rollback.thaw`, which first checks that this migration froze it (its lease). A container
     of a runtime with its own steps (Podman) is resumed by its runtime."""
     own = registry.own_steps(params)
-    if own is not None:
+    if own is not None and own.own_source:
         return own.resume_source(params, dumped)
     cg_path = (dumped or {}).get('cgroup') or params.get('cgroup')
     try:
@@ -172,9 +172,7 @@ def finalize_source(params, dumped, strategy, cgroup_mod, images_mod):
     done = {'killed': False, 'images_removed': False}
     strategy.abandon(None)
     own = registry.own_steps(params)
-    if own is not None:
-        done.update(own.remove_source(params))
-    else:
+    if own is None or not own.own_source:
         try:
             cg = cgroup_mod.Cgroup(dumped['cgroup'])
             cg.kill()
@@ -182,6 +180,8 @@ def finalize_source(params, dumped, strategy, cgroup_mod, images_mod):
             cg.remove()
         except HaulError as e:
             done['error'] = e.msg
+    if own is not None:  # the runtime forgets it (Podman: its kept checkpoint too)
+        done.update(own.remove_source(params))
     if not params.get('keep_images'):
         images_mod.remove(params['images_dir'])
         images_mod.remove(_supervisor.state_dir(params['images_dir']))

@@ -14,7 +14,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import subprocess
+
+from ansible_collections.haul.live.plugins.module_utils import _cgroup
+from ansible_collections.haul.live.plugins.module_utils import _checkpoint
+from ansible_collections.haul.live.plugins.module_utils import _common
 from ansible_collections.haul.live.plugins.module_utils import _discovery
+from ansible_collections.haul.live.plugins.module_utils import _netlock
+from ansible_collections.haul.live.plugins.module_utils import _network
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+from ansible_collections.haul.live.plugins.module_utils._runtimes import podman
 from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, no_lazy_pages, run, which
 
 # LXC's states whose processes exist (a frozen container is frozen by LXC).
@@ -36,7 +46,112 @@ def parse_info(text):
     return out
 
 
-class LxcRuntime(Runtime):
+# --- a migration (work in progress: docs/runtimes.md, "The recipe for moving an LXC container") ---
+#
+# The source is dumped by haul.live's own pipeline (held frozen; the rollback is a thaw) with the
+# options LXC's own dump passes to CRIU, so that `lxc-checkpoint -r` can restore the images: LXC
+# 7.0.0 cannot checkpoint a container it restored, so `lxc-checkpoint` is never used to dump. The
+# destination restores through LXC, so that LXC's monitor owns the copy, held stopped with
+# CRIU's leave-stopped in /etc/criu/default.conf and its MACs held until the commit.
+
+LXC_PATH = '/var/lib/lxc'
+# What `lxc-checkpoint` passes to CRIU's dump besides the images directory and the tree.
+DUMP_OPTIONS = dict(file_locks=True, link_remap=True, auto_ext_mnt=True, ext_sharing=True, ext_masters=True,
+                    enable_fs=['hugetlbfs', 'tracefs'], tcp_skip_in_flight=True, force_irmap=True)
+RESTORE_TIMEOUT_S = 300
+
+
+def config_macs(text):
+    """The MAC addresses of an LXC config's veths (``lxc.net.N.hwaddr``), lower case, sorted."""
+    out = []
+    for line in (text or '').splitlines():
+        key, sep, value = line.partition('=')
+        key = key.strip()
+        if sep and key.startswith('lxc.net.') and key.endswith('.hwaddr'):
+            out.append(value.strip().lower())
+    return sorted(out)
+
+
+class LxcMoves(object):
+    """The LXC steps of a migration (mixed into :class:`LxcRuntime`)."""
+
+    own_source = False   # the source goes through haul.live's own dump, freeze and thaw
+
+    def container_dir(self, name):
+        return os.path.join(LXC_PATH, name)
+
+    def dump(self, params):
+        """haul.live's dump of the container (``params['pid']``), with LXC's options."""
+        cg = _cgroup.Cgroup.from_pid(params['pid'], step='dump')
+        extra = dict(DUMP_OPTIONS, cg_root=[('', '/' + cg.rel.strip('/'))])
+        res = _checkpoint.dump_container(dict(params, criu_extra=extra, manage_cgroups_mode='full'))
+        # what moves besides the images: the container's directory (config and root filesystem)
+        res['root'] = self.container_dir(params['name'])
+        res['runtime'] = self.kind
+        return res
+
+    def remove_source(self, params):
+        """After the move: LXC here forgets the container (its tasks are killed already)."""
+        done = {}
+        try:
+            run([self._cmd('lxc-destroy'), '-f', '-n', params['name']], 'finalize', timeout=60)
+        except HaulError as e:
+            done['error'] = e.msg
+        return done
+
+    def prepare_receive(self, params):
+        name = params['name']
+        if name in self.names():
+            info = self.info(name)
+            if info['state'] in LIVE_STATES:
+                raise HaulError('prepare', 'an LXC container %s runs here already (%s)' % (name, info['state']))
+
+    def restore_held(self, params):
+        """``lxc-checkpoint -r`` of the images, the tasks left stopped and the MACs held."""
+        name = params['name']
+        images = os.path.abspath(params['images_dir'])
+        try:
+            with open(os.path.join(self.container_dir(name), 'config')) as f:
+                macs = config_macs(f.read())
+        except (IOError, OSError) as e:
+            raise HaulError('restore', 'no LXC config for %s here: %s' % (name, e))
+        _netlock.hold_addresses(name, macs, 'restore')
+        out = os.path.join(images, 'lxc-restore.out')
+        try:
+            with podman.leave_stopped('default'):
+                # LXC's monitor keeps the caller's stdout and stderr: a file, never a pipe
+                with open(out, 'w') as f:
+                    rc = subprocess.call([self._cmd('lxc-checkpoint'), '-r', '-n', name, '-D', images],  # pylint: disable=ansible-bad-function
+                                         stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                         timeout=RESTORE_TIMEOUT_S)
+            info = self.info(name)
+            if rc != 0 or not info['pid']:
+                raise HaulError('restore', 'lxc-checkpoint -r failed (exit status %s): %s'
+                                % (rc, ' / '.join(_common.log_tail(out, 3) or ['no message'])),
+                                log=os.path.join(images, 'restore.log'))
+            cg = _cgroup.Cgroup.from_pid(info['pid'], step='restore')
+        except (HaulError, OSError, subprocess.SubprocessError) as e:
+            self.remove_copy(params)
+            raise e if isinstance(e, HaulError) else HaulError('restore', 'lxc-checkpoint -r: %s' % e)
+        return {'changed': True, 'name': name, 'pid': info['pid'], 'cgroup': cg.path, 'runtime': self.kind,
+                'network': _network.inspect(info['pid'], step='restore')}
+
+    def release_hold(self, params):
+        _netlock.release_addresses(params['name'])
+
+    def remove_copy(self, params):
+        for argv in (['lxc-stop', '-k', '-n'], ['lxc-destroy', '-f', '-n']):
+            try:
+                run([self._cmd(argv[0])] + argv[1:] + [params['name']], 'abort', timeout=60)
+            except HaulError:
+                pass
+        try:
+            _netlock.release_addresses(params['name'], 'abort')
+        except HaulError:
+            pass
+
+
+class LxcRuntime(LxcMoves, Runtime):
     kind = 'lxc'
     tool = 'lxc-ls'
     strategies = ('stopcopy', 'precopy')

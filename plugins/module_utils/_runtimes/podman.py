@@ -181,10 +181,11 @@ def leave_stopped(oci_runtime, conf_dir=CRIU_CONF_DIR, lock_path=CONF_LOCK):
     a time (a lock); the original is kept beside it as ``*.haul-live-original`` and put back after,
     or by the next run when this one was killed."""
     conf = os.path.join(conf_dir, '%s.conf' % (oci_runtime or 'runc'))
-    try:
-        os.makedirs(os.path.dirname(lock_path), 0o700)
-    except OSError:
-        pass
+    for d, mode in ((os.path.dirname(lock_path), 0o700), (conf_dir, 0o755)):
+        try:
+            os.makedirs(d, mode)
+        except OSError:
+            pass
     with open(lock_path, 'a') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         undo_leave_stopped(conf)
@@ -204,6 +205,7 @@ def leave_stopped(oci_runtime, conf_dir=CRIU_CONF_DIR, lock_path=CONF_LOCK):
 
 class PodmanRuntime(Runtime):
     kind = 'podman'
+    own_source = True   # Podman's checkpoint and restore replace haul.live's dump, freeze and thaw
     tool = 'podman'
     strategies = ('stopcopy', 'precopy')
     why_not = no_lazy_pages('Podman')

@@ -67,7 +67,7 @@ def find_all(kind=AUTO, names=None, parent=None, with_pids=False, path=None):
 
 
 # The runtimes whose containers move through their own checkpoint and restore (docs/runtimes.md).
-OWN_STEPS = ('podman',)
+OWN_STEPS = ('podman', 'lxc')
 
 
 def own_steps(params):

@@ -143,15 +143,18 @@ def test_own_steps():
     assert registry.own_steps({}) is None
     assert registry.own_steps({'runtime': 'lab'}) is None
     assert isinstance(registry.own_steps({'runtime': 'podman'}), podman.PodmanRuntime)
+    assert registry.own_steps({'runtime': 'lxc'}).own_source is False
     with pytest.raises(HaulError) as e:
-        registry.own_steps({'runtime': 'lxc'})
-    assert 'does not migrate lxc containers yet' in e.value.cause
+        registry.own_steps({'runtime': 'docker'})
+    assert 'does not migrate docker containers' in e.value.cause
 
 
 def test_rollback_resumes_through_the_runtime(monkeypatch):
     seen = []
 
     class Own(object):
+        own_source = True
+
         def resume_source(self, params, dumped):
             seen.append(('resume', params['name']))
             return 'running'
