@@ -27,6 +27,7 @@ import json
 import os
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, run_command
+from ansible_collections.haul.live.plugins.module_utils import _netlock
 
 # How long a runtime's listing command may take before discovery gives up on it.
 LIST_TIMEOUT_S = 60
@@ -104,3 +105,25 @@ class Runtime(object):
     def capabilities(self):
         """What this runtime can do, for container_info and the report."""
         return {'runtime': self.kind, 'strategies': list(self.strategies)}
+
+    # --- a held copy on the destination (runtimes whose restore is their own) ------------------
+    def copy_removal(self, name):
+        """The commands that make this runtime forget a copy of ``name`` on this host."""
+        raise NotImplementedError
+
+    def release_hold(self, params):
+        """The commit: the held copy here may be reached (its tasks resume next)."""
+        _netlock.release_addresses(params['name'])
+
+    def remove_copy(self, params):
+        """The abort: the runtime here forgets the copy (:meth:`copy_removal`), then its
+        addresses are released. Best effort, and quiet: the receiver reports the abort itself."""
+        for argv in self.copy_removal(params['name']):
+            try:
+                run(argv, 'abort', timeout=120)
+            except HaulError:
+                pass
+        try:
+            _netlock.release_addresses(params['name'], 'abort')
+        except HaulError:
+            pass

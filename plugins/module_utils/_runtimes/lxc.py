@@ -24,7 +24,7 @@ from ansible_collections.haul.live.plugins.module_utils import _discovery
 from ansible_collections.haul.live.plugins.module_utils import _netlock
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
-from ansible_collections.haul.live.plugins.module_utils._runtimes import podman
+from ansible_collections.haul.live.plugins.module_utils._runtimes.criu_conf import leave_stopped
 from ansible_collections.haul.live.plugins.module_utils._runtimes.base import Runtime, no_lazy_pages, run, which
 
 # LXC's states whose processes exist (a frozen container is frozen by LXC).
@@ -118,7 +118,7 @@ class LxcMoves(object):
         _netlock.hold_addresses(name, macs, 'restore')
         out = os.path.join(images, 'lxc-restore.out')
         try:
-            with podman.leave_stopped('default'):
+            with leave_stopped('default'):
                 # LXC's monitor keeps the caller's stdout and stderr: a file, never a pipe
                 with open(out, 'w') as f:
                     rc = subprocess.call([self._cmd('lxc-checkpoint'), '-r', '-n', name, '-D', images],  # pylint: disable=ansible-bad-function
@@ -136,19 +136,9 @@ class LxcMoves(object):
         return {'changed': True, 'name': name, 'pid': info['pid'], 'cgroup': cg.path, 'runtime': self.kind,
                 'network': _network.inspect(info['pid'], step='restore')}
 
-    def release_hold(self, params):
-        _netlock.release_addresses(params['name'])
-
-    def remove_copy(self, params):
-        for argv in (['lxc-stop', '-k', '-n'], ['lxc-destroy', '-f', '-n']):
-            try:
-                run([self._cmd(argv[0])] + argv[1:] + [params['name']], 'abort', timeout=60)
-            except HaulError:
-                pass
-        try:
-            _netlock.release_addresses(params['name'], 'abort')
-        except HaulError:
-            pass
+    def copy_removal(self, name):
+        """The commands that make LXC here forget a copy of ``name`` (:meth:`Runtime.remove_copy`)."""
+        return [[self._cmd('lxc-stop'), '-k', '-n', name], [self._cmd('lxc-destroy'), '-f', '-n', name]]
 
 
 class LxcRuntime(LxcMoves, Runtime):

@@ -28,18 +28,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
-import fcntl
 import json
 import os
 
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError, write_atomic
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _cgroup
 from ansible_collections.haul.live.plugins.module_utils import _discovery
 from ansible_collections.haul.live.plugins.module_utils import _images
 from ansible_collections.haul.live.plugins.module_utils import _netlock
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils import _sockets
+from ansible_collections.haul.live.plugins.module_utils._runtimes.criu_conf import leave_stopped
 from ansible_collections.haul.live.plugins.module_utils._runtimes.base import (
     Runtime, no_lazy_pages, run, run_json, which)
 
@@ -49,12 +48,6 @@ LIVE_STATES = ('running', 'paused')
 EXPORT = 'podman-export.tar'
 # Podman's checkpoint and restore, each bounded (Podman's own create timeout is about 240 s).
 STEP_TIMEOUT_S = 300
-# CRIU's configuration file for each OCI runtime (runc and crun hand it to CRIU).
-CRIU_CONF_DIR = '/etc/criu'
-CONF_LOCK = '/run/haul-live/criu-conf.lock'
-ORIGINAL_SUFFIX = '.haul-live-original'
-ABSENT = '# haul.live: this file did not exist before leave-stopped was set\n'
-LEAVE_STOPPED = 'leave-stopped'
 
 
 def parse_ps(rows):
@@ -144,63 +137,6 @@ def destination_problems(source, here, images_present, networks_present):
         if path and not os.path.exists(path):
             problems.append('the bind mount source %s of %s does not exist here' % (path, name))
     return problems
-
-
-def with_leave_stopped(text):
-    """CRIU's configuration ``text`` with ``leave-stopped`` added (once)."""
-    lines = (text or '').splitlines()
-    if LEAVE_STOPPED in (line.strip() for line in lines):
-        return text
-    return '\n'.join(lines + ['# haul.live: the restored tasks stay stopped until the commit', LEAVE_STOPPED]) + '\n'
-
-
-def undo_leave_stopped(conf):
-    """Put back the configuration that :func:`leave_stopped` changed (one that a killed run left
-    changed too). Idempotent."""
-    original = conf + ORIGINAL_SUFFIX
-    try:
-        with open(original) as f:
-            text = f.read()
-    except (IOError, OSError):
-        return False
-    if text == ABSENT:
-        try:
-            os.unlink(conf)
-        except OSError:
-            pass
-    else:
-        write_atomic(conf, text, 'restore', what='CRIU\'s configuration', mode=0o644)
-    os.unlink(original)
-    return True
-
-
-@contextlib.contextmanager
-def leave_stopped(oci_runtime, conf_dir=CRIU_CONF_DIR, lock_path=CONF_LOCK):
-    """CRIU's ``leave-stopped`` in the OCI runtime's CRIU configuration while the block runs (Podman
-    has no restore that does not resume: docs/runtimes.md). Host-wide while set, so one restore at
-    a time (a lock); the original is kept beside it as ``*.haul-live-original`` and put back after,
-    or by the next run when this one was killed."""
-    conf = os.path.join(conf_dir, '%s.conf' % (oci_runtime or 'runc'))
-    for d, mode in ((os.path.dirname(lock_path), 0o700), (conf_dir, 0o755)):
-        try:
-            os.makedirs(d, mode)
-        except OSError:
-            pass
-    with open(lock_path, 'a') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        undo_leave_stopped(conf)
-        try:
-            with open(conf) as f:
-                text = f.read()
-        except (IOError, OSError):
-            text = None
-        write_atomic(conf + ORIGINAL_SUFFIX, ABSENT if text is None else text, 'restore',
-                     what='a copy of CRIU\'s configuration', mode=0o644)
-        try:
-            write_atomic(conf, with_leave_stopped(text), 'restore', what='CRIU\'s configuration', mode=0o644)
-            yield conf
-        finally:
-            undo_leave_stopped(conf)
 
 
 class PodmanRuntime(Runtime):
@@ -378,18 +314,7 @@ class PodmanRuntime(Runtime):
                 'network': _network.inspect(info['pid'], step='restore'), 'stats': parse_stats(out),
                 'podman': info}
 
-    def release_hold(self, params):
-        """The commit: the copy here may be reached (its tasks resume next)."""
-        _netlock.release_addresses(params['name'])
-
-    def remove_copy(self, params):
-        """The abort: the copy here goes, from Podman's database too, then its addresses are
-        released. Best effort, and quiet: the receiver reports the abort itself."""
-        try:
-            self.remove(params['name'], 'abort')
-        except HaulError:
-            pass
-        try:
-            _netlock.release_addresses(params['name'], 'abort')
-        except HaulError:
-            pass
+    def copy_removal(self, name):
+        """The command that makes Podman here forget a copy of ``name``, its tasks killed
+        (:meth:`Runtime.remove_copy`)."""
+        return [[self._cmd(), 'rm', '--force', '--time', '0', '--ignore', name]]

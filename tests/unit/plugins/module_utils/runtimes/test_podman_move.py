@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
 """A Podman container's move (:mod:`_runtimes.podman`, :mod:`_netlock`): what is read from
-Podman, what the destination must hold, CRIU's leave-stopped set and put back, the nftables
+Podman, what the destination must hold, the nftables
 scripts, and which steps a migration of each runtime takes. The lab runs the real Podman:
 tests/integration/targets/runtime_podman."""
 from __future__ import absolute_import, division, print_function
@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
 
 import pytest
 
@@ -72,43 +71,6 @@ def test_destination_problems():
     assert 'bind mount source /srv/data' in text
     # networks that are not Podman networks are not asked for
     assert podman.destination_problems(dict(source, networks={'pasta': {}}, binds=[]), None, yes, no) == []
-
-
-def test_with_leave_stopped_is_idempotent():
-    once = podman.with_leave_stopped('network-lock nftables\n')
-    assert once.splitlines()[0] == 'network-lock nftables' and once.splitlines()[-1] == 'leave-stopped'
-    assert podman.with_leave_stopped(once) == once
-    assert podman.with_leave_stopped(None).splitlines()[-1] == 'leave-stopped'
-
-
-def test_leave_stopped_puts_the_file_back(tmp_path):
-    conf = tmp_path / 'runc.conf'
-    conf.write_text('network-lock nftables\n')
-    lock = str(tmp_path / 'run' / 'lock')
-    with podman.leave_stopped('runc', conf_dir=str(tmp_path), lock_path=lock) as path:
-        assert path == str(conf)
-        assert 'leave-stopped' in conf.read_text()
-        assert (tmp_path / 'runc.conf.haul-live-original').read_text() == 'network-lock nftables\n'
-    assert conf.read_text() == 'network-lock nftables\n'
-    assert not (tmp_path / 'runc.conf.haul-live-original').exists()
-
-
-def test_leave_stopped_removes_a_file_it_created(tmp_path):
-    lock = str(tmp_path / 'lock')
-    with pytest.raises(RuntimeError):
-        with podman.leave_stopped('crun', conf_dir=str(tmp_path), lock_path=lock):
-            assert (tmp_path / 'crun.conf').read_text().splitlines()[-1] == 'leave-stopped'
-            raise RuntimeError('the restore failed')
-    assert sorted(os.listdir(str(tmp_path))) == ['lock']
-
-
-def test_a_killed_run_is_undone_by_the_next(tmp_path):
-    conf = tmp_path / 'runc.conf'
-    conf.write_text('network-lock nftables\nleave-stopped\n')          # what the killed run left
-    (tmp_path / 'runc.conf.haul-live-original').write_text('network-lock nftables\n')
-    assert podman.undo_leave_stopped(str(conf)) is True
-    assert conf.read_text() == 'network-lock nftables\n'
-    assert podman.undo_leave_stopped(str(conf)) is False
 
 
 def test_argv():
