@@ -26,7 +26,7 @@ PYTHON ?= $(shell best=; bestv=0; \
 
 VENV := $(ROOT)/.venv
 VENV_STAMP := $(VENV)/.haul-stamp
-REQUIREMENTS := $(ROOT)/requirements.txt $(ROOT)/requirements-constraints.txt
+REQUIREMENTS := $(ROOT)/requirements-dev.txt $(ROOT)/requirements-constraints.txt
 # The interpreter the venv was built with; a different $(PYTHON) rebuilds it.
 VENV_BUILT_WITH := $(shell sed -n 1p $(VENV_STAMP) 2>/dev/null)
 
@@ -45,6 +45,8 @@ LAB := $(ROOT)/tests/lab/lab
 ANSIBLE_TEST_CACHE := $(HOME)/.ansible/test/cache
 # python3.X links for ansible-test (see the sanity target)
 SANITY_PYTHONS := $(BUILD)/pythons
+# the managed hosts' Pythons the modules claim (tests/config.yml: >= 3.9), up to the newest Debian's
+MODULE_PYTHONS := 3.9 3.10 3.11 3.12 3.13
 
 # Integration subset: make integration TARGETS="criu_check cgroup_freeze"
 TARGETS ?=
@@ -57,7 +59,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv venv-stamp install collection sanity lint units integration test \
-	lab-up lab-down demo bench soak changelog freeze clean distclean python test-long
+	lab-up lab-down demo bench soak changelog freeze clean distclean python test-long units-floor
 
 help:
 	@echo 'haul.live make targets:'
@@ -67,6 +69,7 @@ help:
 	@echo '  sanity       ansible-test sanity (in an rsync copy under build/ansible-test)'
 	@echo '  lint         ansible-lint --profile production'
 	@echo '  units        pytest tests/unit'
+	@echo '  units-floor  pytest tests/unit on the lowest ansible-core that requires_ansible claims'
 	@echo '  integration  pytest tests/integration (lab targets; TARGETS="a b" for a subset)'
 	@echo '  test-long    the long fault-matrix targets only (not part of make test)'
 	@echo '  lab-up       tests/lab/lab up'
@@ -111,14 +114,14 @@ $(VENV_STAMP): $(REQUIREMENTS)
 	@if [ -e $(VENV) ] && [ "$$(sed -n 1p $(VENV_STAMP) 2>/dev/null)" != "$(PYTHON)" ]; then rm -rf $(VENV); fi
 	@rm -f $(VENV_STAMP)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements.txt -c $(ROOT)/requirements-constraints.txt
+	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements-dev.txt -c $(ROOT)/requirements-constraints.txt
 	@echo "$(PYTHON)" > $(VENV_STAMP)
 
-# Pin the venv's current transitive dependencies (after changing requirements.txt).
+# Pin the venv's current transitive dependencies (after changing requirements-dev.txt).
 freeze: venv
-	@{ echo "# Transitive pins for requirements.txt (a pip freeze of .venv on Python 3.13, checked on 3.11 too)."; \
+	@{ echo "# Transitive pins for requirements-dev.txt (a pip freeze of .venv on Python 3.13, checked on 3.11 too)."; \
 	  echo "# Regenerate: make freeze"; \
-	  $(VENV)/bin/python -m pip freeze | grep -v -i -E '^(ansible-core|ansible-lint|antsibull-changelog|jmespath|pytest)=='; \
+	  $(VENV)/bin/python -m pip freeze | grep -v -i -E '^(ansible-core|ansible-lint|antsibull-changelog|jmespath|pytest|ansible-builder|ansible-runner)=='; \
 	} > $(ROOT)/requirements-constraints.txt
 
 collection:
@@ -131,7 +134,7 @@ collection:
 sanity: venv collection
 	@mkdir -p $(ANSIBLE_TEST_COPY) $(ANSIBLE_TEST_CACHE)
 	@# the copy: what git would list (.gitignore honoured), minus ansible-test's own output
-	rsync -a --delete --exclude=/.git --exclude=/tests/output --filter=':- .gitignore' $(ROOT)/ $(ANSIBLE_TEST_COPY)/
+	rsync -a --delete --exclude=/.git --exclude=/tests/output --exclude=/playbooks/collections --filter=':- .gitignore' $(ROOT)/ $(ANSIBLE_TEST_COPY)/
 	@# its own (empty) git repository: else ansible-test finds the checkout's .git above it,
 	@# where build/ is ignored, and tests nothing
 	@test -d $(ANSIBLE_TEST_COPY)/.git || git -C $(ANSIBLE_TEST_COPY) init -q
@@ -148,6 +151,11 @@ sanity: venv collection
 	    v=$$($$p -c 'import sys, venv; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue; \
 	    [ -e $(SANITY_PYTHONS)/python$$v ] || ln -s $$p $(SANITY_PYTHONS)/python$$v; \
 	  done
+	@# say plainly which of the modules' Pythons (tests/config.yml: >= 3.9) this run checks
+	@mkdir -p $(OUTPUT); have=; miss=; \
+	  for v in $(MODULE_PYTHONS); do if [ -e $(SANITY_PYTHONS)/python$$v ]; then have="$$have$$v "; else miss="$$miss $$v"; fi; done; \
+	  echo "$${have% }" > $(OUTPUT)/sanity-pythons.txt; \
+	  echo "haul.live: sanity's compile and import tests check the modules on Python $${have% }$${miss:+; not on this machine, so not checked:$$miss}"
 	cd $(ANSIBLE_TEST_COPY) && env -u ANSIBLE_COLLECTIONS_PATH PATH=$(SANITY_PYTHONS):$$PATH \
 	  $(VENV)/bin/ansible-test sanity --venv --requirements --color no $(SANITY_OPTS)
 
@@ -159,6 +167,22 @@ units: venv collection
 	cd $(ROOT) && PYTHONPATH=$(COLLECTIONS)$${PYTHONPATH:+:$$PYTHONPATH} $(VENV)/bin/python -m pytest \
 	  -p no:cacheprovider --import-mode=importlib --junitxml=$(OUTPUT)/junit/units.xml tests/unit $(PYTEST_OPTS); \
 	  rc=$$?; [ $$rc = 5 ] && { echo "haul.live: no unit tests collected" >&2; rc=0; }; exit $$rc
+
+# The unit tests again on the lowest ansible-core that meta/runtime.yml's requires_ansible claims
+# (the lowest pin of requirements-dev.txt), in its own venv under build/; the packaging tests need
+# the development venv's tools and run there only.
+CORE_FLOOR := 2.19.14
+CORE_FLOOR_VENV := $(BUILD)/venv-core-$(CORE_FLOOR)
+units-floor: venv collection
+	@mkdir -p $(OUTPUT)/junit
+	@if [ ! -x $(CORE_FLOOR_VENV)/bin/pytest ]; then \
+	  echo "haul.live: building $(CORE_FLOOR_VENV) (ansible-core $(CORE_FLOOR)) for the unit tests"; \
+	  rm -rf $(CORE_FLOOR_VENV) && $(PYTHON) -m venv $(CORE_FLOOR_VENV) && \
+	  $(CORE_FLOOR_VENV)/bin/python -m pip install -q ansible-core==$(CORE_FLOOR) pytest==9.2.0 jmespath==1.1.0 \
+	    -c $(ROOT)/requirements-constraints.txt || { rm -rf $(CORE_FLOOR_VENV); exit 1; }; fi
+	cd $(ROOT) && PYTHONPATH=$(COLLECTIONS)$${PYTHONPATH:+:$$PYTHONPATH} $(CORE_FLOOR_VENV)/bin/python -m pytest -q \
+	  -p no:cacheprovider --import-mode=importlib --ignore=tests/unit/packaging \
+	  --junitxml=$(OUTPUT)/junit/units-floor.xml tests/unit $(PYTEST_OPTS)
 
 # INTEGRATION_JOBS=N runs the suite in N shards at once, each on its own lab (haul-lab,
 # haul-lab-1, ...), for machines with more cores: on 2 cores the targets are CPU-bound (each ran
@@ -200,7 +224,7 @@ test-long: install
 # CPU-bound gates; the integration gate waits for them (and builds them itself if that failed).
 test:
 	@mkdir -p $(OUTPUT)
-	@rm -f $(OUTPUT)/junit/units.xml $(OUTPUT)/junit/integration.xml
+	@rm -f $(OUTPUT)/junit/units.xml $(OUTPUT)/junit/units-floor.xml $(OUTPUT)/junit/integration.xml $(OUTPUT)/sanity-pythons.txt
 	@declare -A res dur; failed_gates=0; \
 	gate() { local name=$$1 start=$$SECONDS; shift; \
 	  echo; echo "==== haul.live: $$name ===="; \
@@ -214,6 +238,7 @@ test:
 	  gate sanity $(MAKE) --no-print-directory sanity; \
 	  gate lint $(MAKE) --no-print-directory lint; \
 	  gate units $(MAKE) --no-print-directory units; \
+	  gate units-floor $(MAKE) --no-print-directory units-floor; \
 	  wait $$prep; echo "haul.live: lab prepared: $$(tail -n 1 $(OUTPUT)/lab-prepare.log)"; \
 	  gate integration $(MAKE) --no-print-directory integration; \
 	fi; \
@@ -227,9 +252,10 @@ test:
 	  if [ -n "$$p" ] && [ "$$r" != "not run" ]; then r="$$r: $$p passed"; [ "$$f" != 0 ] && r="$$r $$f failed"; [ "$$s" != 0 ] && r="$$r $$s skipped"; fi; \
 	  echo "$$g $$r ($${dur[$$g]:-0} s)"; }; \
 	echo; \
-	echo "haul.live: install $${res[install]} ($${dur[install]} s), $$(desc sanity), $$(desc lint), $$(desc units $$u_p $$u_f $$u_s), $$(desc integration $$i_p $$i_f $$i_s)"; \
+	read f_p f_f f_s <<< "$$(counts $(OUTPUT)/junit/units-floor.xml)"; \
+	echo "haul.live: install $${res[install]} ($${dur[install]} s), $$(desc sanity) on Python $$(cat $(OUTPUT)/sanity-pythons.txt 2>/dev/null || echo '?'), $$(desc lint), $$(desc units $$u_p $$u_f $$u_s), $$(desc units-floor $$f_p $$f_f $$f_s) on ansible-core $(CORE_FLOOR), $$(desc integration $$i_p $$i_f $$i_s)"; \
 	passed=$$((u_p + i_p)); failed=$$((u_f + i_f)); skipped=$$((u_s + i_s)); \
-	for g in install sanity lint units integration; do \
+	for g in install sanity lint units units-floor integration; do \
 	  case "$${res[$$g]:-not run}" in ok) ;; *) [ "$$g" = units ] && [ "$$u_f" != 0 ] && continue; \
 	    [ "$$g" = integration ] && [ "$$i_f" != 0 ] && continue; failed=$$((failed + 1));; esac; done; \
 	if [ "$$skipped" != 0 ]; then echo "$$passed passed, $$failed failed, $$skipped skipped"; else echo "$$passed passed, $$failed failed"; fi; \

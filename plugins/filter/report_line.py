@@ -13,7 +13,7 @@ short_description: Format one migration result as a line of the haul.live report
 version_added: 0.1.0
 author: haul.live developers (@haul-live)
 description:
-  - Formats a C(migrate_result) (see the M(haul.live.migrate) role) as one line - name,
+  - Formats a C(migrate_result) (see the C(haul.live.migrate) role) as one line - name,
     source -> destination, strategy, frozen ms, bytes, result, and for a failure the step and
     the message. A post-copy container whose memory could not all arrive (result C(lost)) shows
     as C(LOST (post-copy)) with what is known - bytes moved, what became of the destination copy,

@@ -38,7 +38,8 @@ def plan(containers, destinations, headroom=0.1, need_disk=True):
     :param containers: list of dicts with ``name`` and ``memory_bytes`` (and anything else,
         which is carried over).
     :param destinations: list of dicts with ``host``, ``mem_available_bytes``,
-        ``disk_free_bytes`` and optionally ``running`` (names of containers running there).
+        ``disk_free_bytes`` and optionally ``running`` (names of containers running there) and
+        ``cordon`` (the host's cordon record: a cordoned host takes nothing).
     :returns: dict with ``placed`` (list of the container dicts plus ``destination``) and
         ``unplaced`` (list of the container dicts plus ``reason``), in placement order.
     """
@@ -51,7 +52,8 @@ def plan(containers, destinations, headroom=0.1, need_disk=True):
         left.append({'host': d['host'], 'order': i,
                      'mem': int(d.get('mem_available_bytes') or 0),
                      'disk': int(d.get('disk_free_bytes') or 0),
-                     'running': set(d.get('running') or ())})
+                     'running': set(d.get('running') or ()),
+                     'cordon': d.get('cordon')})
     placed, unplaced = [], []
     names = set()
     order = sorted(enumerate(containers), key=lambda ic: (-int(ic[1].get('memory_bytes') or 0), ic[0]))
@@ -66,7 +68,9 @@ def plan(containers, destinations, headroom=0.1, need_disk=True):
         need_mem = int(need * (1 + headroom))
         fits, why = [], []
         for d in left:
-            if name in d['running']:
+            if d['cordon']:
+                why.append('%s is cordoned (%s)' % (d['host'], d['cordon'].get('reason') or 'cordoned'))
+            elif name in d['running']:
                 why.append('%s already runs a container named %s' % (d['host'], name))
             elif d['mem'] < need_mem:
                 why.append('%s has %d MiB of memory free, %s needs %d MiB'

@@ -231,6 +231,13 @@ containers:
       returned: when O(dirty_rate_ms) is above V(0)
       type: int
       sample: 256
+cordon:
+  description:
+    - This host's cordon (M(haul.live.cordon)) - its reason, since when, by whom - or null when it is not
+      cordoned. A placement never puts a container on a cordoned host.
+  returned: always
+  type: dict
+  sample: {"reason": "kernel update", "since": "2026-12-01T10:00:00Z", "by": null}
 runtimes:
   description: Each runtime asked, with V(found N), V(not installed), or the error that stopped its listing.
   returned: always
@@ -244,6 +251,7 @@ missing:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.haul.live.plugins.module_utils import _cordon
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import (
     MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_dirty_rates)
@@ -298,7 +306,7 @@ def main():
     except HaulError as e:
         fail(module, e)
     have = set(c['name'] for c in found)
-    module.exit_json(changed=False, containers=found, runtimes=runtimes,
+    module.exit_json(changed=False, containers=found, runtimes=runtimes, cordon=_cordon.read(),
                      missing=[n for n in names or [] if n not in have])
 
 

@@ -262,7 +262,7 @@ attributes:
 notes:
   - Run it as root, as an async task (C(async), C(poll)), so that it finishes or rolls back on its
     own even if the controller goes away.
-  - The role M(haul.live.migrate) wires the two sides together; use it rather than this module alone.
+  - The role C(haul.live.migrate) wires the two sides together; use it rather than this module alone.
 seealso:
   - module: haul.live.criu_restore
   - module: haul.live.criu_dump

@@ -69,3 +69,13 @@ def test_memory_is_consumed_as_containers_are_placed():
 def test_bad_input(containers, destinations, message):
     with pytest.raises(ValueError, match=message):
         plan(containers, destinations)
+
+
+def test_a_cordoned_destination_takes_nothing():
+    dests = [{'host': 'big', 'mem_available_bytes': 64 * MIB * 1024, 'disk_free_bytes': 64 * MIB * 1024,
+              'cordon': {'reason': 'kernel update'}},
+             {'host': 'small', 'mem_available_bytes': 512 * MIB, 'disk_free_bytes': 512 * MIB, 'cordon': None}]
+    out = plan([{'name': 'a', 'memory_bytes': 100 * MIB}, {'name': 'b', 'memory_bytes': 600 * MIB}], dests)
+    assert [(p['name'], p['destination']) for p in out['placed']] == [('a', 'small')]
+    assert out['unplaced'][0]['name'] == 'b'
+    assert 'big is cordoned (kernel update)' in out['unplaced'][0]['reason']
