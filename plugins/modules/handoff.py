@@ -437,6 +437,8 @@ log_tail:
   elements: str
 '''
 
+import functools
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
@@ -508,6 +510,8 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, name=p['name'], source_pid=target['pid'], frozen_ms=0)
     try:
+        if p['runtime'] == 'podman':  # Podman's CLI is slow: ask it before the freeze, not inside
+            dump_fn = functools.partial(dump_fn, described=registry.runtime('podman').describe(p['name']))
         result = send_container(p, module.run_command, dump_fn, _cgroup, _images, _transport)
     except HaulError as e:
         fail(module, e)

@@ -204,20 +204,27 @@ class PodmanRuntime(Runtime):
         return True
 
     # --- the source's steps --------------------------------------------------------------------
-    def dump(self, params):
-        """The handoff's dump: the container's network namespace closed (:mod:`_netlock`), then
-        Podman's checkpoint into ``images_dir``, its checkpoint kept for a rollback. Podman's CRIU
-        kills the tasks; Podman records the container ``exited`` (checkpointed)."""
-        name = params['name']
-        info = self.inspect(name, 'dump')
+    def describe(self, name, step='dump'):
+        """What the dump reports of the running container ``name``, read before the freeze: Podman's
+        CLI alone takes a few hundred milliseconds, which must not count inside the critical section."""
+        info = self.inspect(name, step)
         if info is None or info['state'] != 'running' or not info['pid']:
-            raise HaulError('dump', 'Podman has no running container %s here (%s)'
+            raise HaulError(step, 'Podman has no running container %s here (%s)'
                             % (name, (info or {}).get('state') or 'none'))
         pid = info['pid']
-        pids = _cgroup.Cgroup.from_pid(pid, step='dump').pids()
-        result = {'name': name, 'pid': pid, 'root': None, 'cgroup': None, 'runtime': self.kind,
-                  'sockets': _sockets.count_sockets(pids), 'network': _network.inspect(pid, step='dump'),
-                  'podman': info}
+        pids = _cgroup.Cgroup.from_pid(pid, step=step).pids()
+        return {'name': name, 'pid': pid, 'root': None, 'cgroup': None, 'runtime': self.kind,
+                'sockets': _sockets.count_sockets(pids), 'network': _network.inspect(pid, step=step),
+                'podman': info}
+
+    def dump(self, params, described=None):
+        """The handoff's dump: the container's network namespace closed (:mod:`_netlock`), then
+        Podman's checkpoint into ``images_dir``, its checkpoint kept for a rollback. Podman's CRIU
+        kills the tasks; Podman records the container ``exited`` (checkpointed). ``described``:
+        :meth:`describe`'s answer, read before the freeze (else it is read now)."""
+        name = params['name']
+        result = dict(described or self.describe(name))
+        pid = result['pid']
         images_dir = os.path.abspath(params['images_dir'])
         _images.ensure_dir(images_dir, migration_id=params.get('migration_id'))
         export = os.path.join(images_dir, EXPORT)
