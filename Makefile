@@ -58,7 +58,7 @@ export ANSIBLE_NOCOLOR := 1
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: help deps venv venv-stamp install collection sanity lint units integration test \
+.PHONY: help deps venv venv-stamp install collection sanity lint units integration test bench-fleet \
 	lab-up lab-down demo bench soak changelog freeze clean distclean python test-long units-floor
 
 help:
@@ -282,9 +282,14 @@ bench: install
 ifeq ($(SOAK),)
 	$(VENV)/bin/python -m pip install -q -r $(ROOT)/requirements-bench.txt
 	cd $(ROOT) && $(VENV)/bin/python tests/bench/run $(BENCH_OPTS)
+	cd $(ROOT) && $(VENV)/bin/python tests/bench/fleet $(FLEET_OPTS)
 else
 	cd $(ROOT) && $(VENV)/bin/python tests/bench/soak --migrations $(SOAK) $(SOAK_OPTS)
 endif
+
+# the fleet part alone: evacuate 12 containers with haul_parallel 1, 2, 4; a rolling update of 3 nodes
+bench-fleet: install
+	cd $(ROOT) && $(VENV)/bin/python tests/bench/fleet $(FLEET_OPTS)
 
 soak: install
 	cd $(ROOT) && $(VENV)/bin/python tests/bench/soak --migrations $(or $(SOAK),100) $(SOAK_OPTS)

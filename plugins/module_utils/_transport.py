@@ -440,11 +440,15 @@ class RsyncRunner(object):
     :param timeout: rsync ``--timeout``: seconds without any I/O before giving up.
     :param rsync_bin: local rsync executable.
     :param compress: compress on the wire (``--compress``): worth it on slow links only.
+    :param stream: with it, rsync runs with ``--info=progress2`` through ``stream(argv, environ_update=...)``
+        (same return as ``run_command``), which reports the progress as it comes.
     """
 
     def __init__(self, run_command, target, bwlimit_kib=None, timeout=300, rsync_bin='rsync',
-                 partial_dir=PARTIAL_DIR, compress=False):
+                 partial_dir=PARTIAL_DIR, compress=False, stream=None):
         self.run_command = run_command
+        # run_command's stand-in that reads rsync's --info=progress2 as it comes (_progress.run_streaming)
+        self.stream = stream
         self.compress = compress
         self.target = target
         self.bwlimit_kib = bwlimit_kib
@@ -504,9 +508,10 @@ class RsyncRunner(object):
         if dest.rstrip('/') in ('', '.'):
             raise HaulError('sync', 'refusing to sync into %r on %s' % (dest, self.target.host))
         argv = self.argv(src, dest, dry_run=dry_run, delete=delete, mkdir_mode=mkdir_mode, acls=acls,
-                         protect=protect, fresh=fresh)
+                         protect=protect, fresh=fresh, extra=['--info=progress2'] if self.stream else None)
         start = time.time()
-        rc, out, err = self.run_command(argv, environ_update=dict(C_LOCALE))
+        run = self.stream or self.run_command
+        rc, out, err = run(argv, environ_update=dict(C_LOCALE))
         duration = time.time() - start
         vanished = rc == 24 and vanished_ok
         if rc != 0 and not vanished:

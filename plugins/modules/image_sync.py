@@ -153,6 +153,12 @@ options:
         lower rates, as SSH and TCP have not reached their full speed yet.
     type: int
     default: 0
+  progress_file:
+    description:
+      - While rsync copies, write its latest progress (bytes, share, rate, ETA - numbers only) to this file
+        every second, for M(haul.live.progress) to print while the task runs async. The file (mode 0600, its
+        directory made 0700) is removed when the module ends.
+    type: path
 extends_documentation_fragment:
   - haul.live.attributes
 attributes:
@@ -325,12 +331,14 @@ stderr_tail:
   elements: str
 '''
 
+import functools
 import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._progress import ProgressFile, run_streaming
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 from ansible_collections.haul.live.plugins.module_utils._transport import (
     MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, probe_link, verify_manifest_remote)
@@ -371,6 +379,7 @@ def main():
             verify=dict(type='bool', default=True),
             timeout=dict(type='int', default=300),
             probe_bytes=dict(type='int', default=0),
+            progress_file=dict(type='path'),
         ),
         required_together=[('rootfs_src', 'rootfs_dest')],
         required_if=[('probe_bytes', 0, ('src', 'dest'))],
@@ -395,13 +404,19 @@ def main():
         target = SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
                            options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
                            connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts'])
+        progress = ProgressFile(p['progress_file']) if p['progress_file'] else None
         runner = RsyncRunner(module.run_command, target, bwlimit_kib=p['bwlimit_kib'], timeout=p['timeout'],
-                             rsync_bin=rsync, compress=p['compress'])
-        trees = [runner.sync(p['src'], p['dest'], dry_run=module.check_mode, delete=p['delete'], mkdir_mode='0700',
-                             protect=RECEIVER_FILES, vanished_ok=p['allow_vanished'])]
-        if p['rootfs_src']:
-            trees.append(runner.sync(p['rootfs_src'], p['rootfs_dest'], dry_run=module.check_mode,
-                                     delete=p['delete'], vanished_ok=p['allow_vanished']))
+                             rsync_bin=rsync, compress=p['compress'],
+                             stream=functools.partial(run_streaming, on_progress=progress.write) if progress else None)
+        try:
+            trees = [runner.sync(p['src'], p['dest'], dry_run=module.check_mode, delete=p['delete'], mkdir_mode='0700',
+                                 protect=RECEIVER_FILES, vanished_ok=p['allow_vanished'])]
+            if p['rootfs_src']:
+                trees.append(runner.sync(p['rootfs_src'], p['rootfs_dest'], dry_run=module.check_mode,
+                                         delete=p['delete'], vanished_ok=p['allow_vanished']))
+        finally:
+            if progress:
+                progress.remove()
         verification = None
         if p['verify'] and not module.check_mode:
             verification = verify_manifest_remote(module.run_command, target, p['dest'])
