@@ -62,6 +62,10 @@ class ActionModule(ActionBase):
         deadline = time.time() + args['timeout']
         shown = 0
         last = None
+        printed_at = time.time()
+        # The job's status is asked often at first (a short pre-sync ends within a second), then at
+        # most once a second; a progress line is printed at most once per interval.
+        pause = 0.1
         while True:
             status = self._execute_module(module_name='ansible.legacy.async_status', task_vars=task_vars,
                                           module_args=dict(jid=args['jid'], mode='status', _async_dir=async_dir))
@@ -74,16 +78,20 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg='%s on %s did not finish within %d s (async job %s)'
                               % (args['label'], host, args['timeout'], args['jid']))
                 return result
-            reading = self._execute_module(module_name='ansible.legacy.slurp', task_vars=task_vars,
-                                           module_args=dict(src=args['progress_file']))
-            if not reading.get('failed') and reading.get('content'):
-                try:
-                    progress = json.loads(base64.b64decode(reading['content']).decode('utf-8'))
-                except ValueError:
-                    progress = None
+            if time.time() - printed_at >= args['interval']:
+                printed_at = time.time()
+                reading = self._execute_module(module_name='ansible.legacy.slurp', task_vars=task_vars,
+                                               module_args=dict(src=args['progress_file']))
+                progress = None
+                if not reading.get('failed') and reading.get('content'):
+                    try:
+                        progress = json.loads(base64.b64decode(reading['content']).decode('utf-8'))
+                    except ValueError:
+                        progress = None
                 # a reading is printed once (the file is rewritten at most once a second)
                 if isinstance(progress, dict) and progress.get('updated') != last:
                     last = progress.get('updated')
                     display.display(progress_line(args['label'], host, progress))
                     shown += 1
-            time.sleep(args['interval'])
+            time.sleep(min(pause, args['interval']))
+            pause = min(pause * 2, 1.0)

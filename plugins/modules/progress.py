@@ -16,7 +16,8 @@ description:
   - Waits for an async job (a task run with C(async) and C(poll=0)) on the host the task runs on or is
     delegated to, like C(ansible.builtin.async_status) in a retry loop, and returns the job's own result
     once it has finished - a failed job fails this task with its message.
-  - While it waits, it reads the job's progress file every O(interval) seconds and prints one line - the
+  - It asks for the job's status often at first (a short job ends within a second), then once a second.
+    While it waits, it reads the job's progress file every O(interval) seconds and prints one line - the
     bytes moved, the total and share where known, the rate and the ETA - so that a long step shows progress
     in the play's output and in AWX while it runs, not only once it ends.
   - The progress file is written by M(haul.live.image_sync) with O(haul.live.image_sync#module:progress_file).
