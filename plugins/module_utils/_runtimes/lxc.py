@@ -72,6 +72,23 @@ def config_macs(text):
     return sorted(out)
 
 
+# The cgroups LXC makes for a container, named in its config. A restore killed in mid-way leaves
+# them, empty, and LXC then refuses the next restore ("Failed to create monitor cgroup").
+CGROUP_DIR_KEYS = ('lxc.cgroup.dir', 'lxc.cgroup.dir.monitor', 'lxc.cgroup.dir.container',
+                   'lxc.cgroup.dir.container.inner')
+
+
+def config_cgroup_dirs(text):
+    """The cgroup directories an LXC config names (``lxc.cgroup.dir*``), in order, without repeats."""
+    out = []
+    for line in (text or '').splitlines():
+        key, sep, value = line.partition('=')
+        value = value.strip().strip('/')
+        if sep and key.strip() in CGROUP_DIR_KEYS and value and '..' not in value.split('/') and value not in out:
+            out.append(value)
+    return out
+
+
 class LxcMoves(object):
     """The LXC steps of a migration (mixed into :class:`LxcRuntime`)."""
 
@@ -99,12 +116,35 @@ class LxcMoves(object):
             done['error'] = e.msg
         return done
 
+    def _config_cgroup_dirs(self, name):
+        try:
+            with open(os.path.join(self.container_dir(name), 'config')) as f:
+                return config_cgroup_dirs(f.read())
+        except (IOError, OSError):
+            return []
+
+    @staticmethod
+    def _remove_empty_cgroups(dirs, step):
+        """Remove the cgroups ``dirs`` (relative to the cgroup root) that exist and hold no process."""
+        removed = []
+        for rel in dirs:
+            try:
+                cg = _cgroup.Cgroup(rel, step=step)
+                if cg.exists() and not cg.pids():
+                    cg.remove()
+                    removed.append(rel)
+            except (HaulError, IOError, OSError):
+                pass  # not there, or in use: LXC's own message will say so
+        return removed
+
     def prepare_receive(self, params):
         name = params['name']
         if name in self.names():
             info = self.info(name)
             if info['state'] in LIVE_STATES:
                 raise HaulError('prepare', 'an LXC container %s runs here already (%s)' % (name, info['state']))
+        # what an interrupted restore of this container left here
+        self._remove_empty_cgroups(self._config_cgroup_dirs(name), 'prepare')
 
     def restore_held(self, params):
         """``lxc-checkpoint -r`` of the images, the tasks left stopped and the MACs held."""
@@ -131,7 +171,9 @@ class LxcMoves(object):
                                 log=os.path.join(images, 'restore.log'))
             cg = _cgroup.Cgroup.from_pid(info['pid'], step='restore')
         except (HaulError, OSError, subprocess.SubprocessError) as e:
+            dirs = self._config_cgroup_dirs(name)
             self.remove_copy(params)
+            self._remove_empty_cgroups(dirs, 'restore')
             raise e if isinstance(e, HaulError) else HaulError('restore', 'lxc-checkpoint -r: %s' % e)
         return {'changed': True, 'name': name, 'pid': info['pid'], 'cgroup': cg.path, 'runtime': self.kind,
                 'network': _network.inspect(info['pid'], step='restore')}

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""An LXC container's move (:mod:`_runtimes.lxc`): the MACs read from its config, and the CRIU
+"""An LXC container's move (:mod:`_runtimes.lxc`): the MACs and cgroups read from its config, and the CRIU
 options of LXC's own dump that haul.live's dump adds. The lab runs the real LXC:
 tests/integration/targets/runtime_lxc."""
 from __future__ import absolute_import, division, print_function
@@ -48,6 +48,17 @@ class Cg(object):
 def test_config_macs():
     assert lxc.config_macs(CONFIG) == ['02:48:c6:12:00:8d', '02:48:c6:12:00:8e']
     assert lxc.config_macs('') == []
+
+
+def test_config_cgroup_dirs():
+    text = ('lxc.cgroup.dir.container = haul-lxc/lx1\n'
+            'lxc.cgroup.dir.monitor=/haul-lxc.monitor/lx1/\n'
+            'lxc.cgroup.dir.container.inner = haul-lxc/lx1\n'   # a repeat
+            'lxc.cgroup.dir.monitor.pivot = lxc.pivot\n'        # shared by every container: never
+            'lxc.cgroup.dir = ../../escape\n'                  # outside the cgroup root: never
+            'lxc.cgroup2.memory.max = 1\n')
+    assert lxc.config_cgroup_dirs(text) == ['haul-lxc/lx1', 'haul-lxc.monitor/lx1']
+    assert lxc.config_cgroup_dirs(CONFIG) == []
 
 
 def test_lxc_dump_options_reach_criu():
