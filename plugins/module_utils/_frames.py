@@ -202,6 +202,15 @@ def with_tcp_checksum(frame):
 REPLAY_PER_FLOW = 16
 
 
+def from_mac(frame, mac):
+    """``frame`` with ``mac`` (6 bytes) as its Ethernet source. A caught frame carries its client's
+    MAC: sent again as it is, from this host, every switch on the way would learn that the client
+    sits behind this host's port, and send this host what is meant for the client until the client
+    speaks again (the container's answers lost, and the client waiting for a retransmission). The
+    receiving IP stack does not look at the source MAC."""
+    return frame[:6] + mac + frame[12:]
+
+
 def latest_per_flow(frames, keep=REPLAY_PER_FLOW):
     """The last ``keep`` frames of each TCP connection, in the order they came. The catcher
     starts before the freeze does, so most of what it holds got through already (a TCP receiver
@@ -313,22 +322,25 @@ class Catcher(object):
                 os.close(fd)
         self._wake_r = self._wake_w = None
 
-    def release(self):
+    def release(self, sysfs=SYS_CLASS_NET):
         """Stop catching and send what was caught through the bridge (which forwards it to where the
-        container's MAC is now). Returns the number of frames sent."""
+        container's MAC is now), from the bridge's own MAC (:func:`from_mac`). Returns the number of
+        frames sent."""
         self._stop()
         sent = 0
         for br in self.bridges[:1]:
             try:
+                with open(os.path.join(sysfs, br, 'address')) as f:
+                    own = mac_bytes(f.read().strip())
                 sk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # pylint: disable=no-member
                 try:
                     sk.bind((br, 0))
                     for frame in latest_per_flow(self.frames):
-                        sk.send(with_tcp_checksum(frame))
+                        sk.send(with_tcp_checksum(from_mac(frame, own)))
                         sent += 1
                 finally:
                     sk.close()
-            except (OSError, socket.error):
+            except (OSError, socket.error, ValueError):
                 pass
         self.frames = []
         return sent

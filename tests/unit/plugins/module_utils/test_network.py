@@ -327,6 +327,18 @@ def _tcp_frame(src_port, seq):
     return eth + ip + tcp
 
 
+def test_replayed_frames_leave_from_the_replaying_host_s_mac():
+    """A caught frame is sent again with the bridge's MAC as its source: with the client's, the
+    switches would learn the client behind this host and lose the container's answers."""
+    frame = _tcp_frame(40000, 7)
+    own = bytes.fromhex('0248c612000b')
+    out = _frames.from_mac(frame, own)
+    assert out[:6] == frame[:6]                   # still to the container's MAC
+    assert out[6:12] == own and frame[6:12] != own
+    assert out[12:] == frame[12:]                 # the IP packet untouched
+    assert len(out) == len(frame)
+
+
 def test_latest_per_flow_keeps_the_newest_of_each_connection_in_order():
     a = [_tcp_frame(40000, seq) for seq in range(5)]
     b = [_tcp_frame(40001, seq) for seq in range(2)]
