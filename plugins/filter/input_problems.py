@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 name: input_problems
-short_description: Check container names, users, ids, cgroup paths, hosts and ssh options against haul.live's patterns
+short_description: Check container names, users, ids, cgroup paths, hosts, ssh options and numbers against haul.live's rules
 version_added: 0.1.0
 author: haul.live developers (@haul-live)
 description:
@@ -20,7 +20,8 @@ description:
   - "Kinds: V(name) (container name: 1 to 63 of C(A-Z a-z 0-9 _ . -), starting with a letter or digit),
     V(user) (login name), V(id) (migration id), V(cgroup) (relative path, or below C(/sys/fs/cgroup/)),
     V(host) (host name or IP address), V(ssh_option) (C(Key=Value), no option that runs a command or
-    weakens the host key check)."
+    weakens the host key check), V(count) (a whole number >= 0), V(port) (0 to 65535), V(amount) (a number
+    >= 0), V(interval) (seconds above 0); numbers may be given as text, as a survey gives them."
 options:
   _input:
     description:

@@ -62,6 +62,10 @@ KINDS = {
     'host': 'host',
     'ssh_option': 'ssh option',
     'from': 'from= address',
+    'count': 'whole number',
+    'port': 'port',
+    'amount': 'number',
+    'interval': 'interval',
 }
 
 _RULES = {
@@ -72,6 +76,10 @@ _RULES = {
                "none of them '.' or '..'" % CGROUP_ROOT),
     'host': 'a host name (letters, digits, -, _ and dots) or an IPv4 or IPv6 address',
     'from': 'a host name, an IP address or a network (ADDRESS/PREFIX)',
+    'count': 'give 0 or a whole number above it, such as 2048',
+    'port': 'give a TCP port, 1 to 65535 (0 where the default is meant)',
+    'amount': 'give 0 or a number above it, such as 117.5',
+    'interval': 'give a number of seconds above 0, such as 0.5 or 5',
 }
 
 # ssh options refused whatever their value: each runs a command, or reroutes the connection.
@@ -250,6 +258,61 @@ def ssh_option_problem(option):
     return None
 
 
+def _number(value):
+    """``value`` (an int, a float or their text, as a survey or ``-e`` gives it) as a number,
+    else None: a boolean, an empty text, 'nan' or 'inf' are no number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = value
+    elif isinstance(value, string_types) and value.strip():
+        text = value.strip()
+        try:
+            number = int(text) if text.lstrip('+-').isdigit() else float(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if number != number or number in (float('inf'), float('-inf')):
+        return None
+    return number
+
+
+def _number_problem(kind, value, whole, low, high=None, low_included=True):
+    number = _number(value)
+    if number is None:
+        problem = 'it is no number'
+    elif whole and number != int(number):
+        problem = 'it is not a whole number'
+    elif number < low or (number == low and not low_included):
+        problem = 'it is too small'
+    elif high is not None and number > high:
+        problem = 'it is too large'
+    else:
+        return None
+    return _message(kind, value, problem)
+
+
+def count_problem(value):
+    """None when ``value`` is a whole number >= 0 (or its text), else a sentence."""
+    return _number_problem('count', value, True, 0)
+
+
+def port_problem(value):
+    """None when ``value`` is 0 (the default port) or a TCP port, else a sentence."""
+    return _number_problem('port', value, True, 0, 65535)
+
+
+def amount_problem(value):
+    """None when ``value`` is a number >= 0 (or its text), else a sentence."""
+    return _number_problem('amount', value, False, 0)
+
+
+def interval_problem(value):
+    """None when ``value`` is a number of seconds above 0 (or its text), else a sentence."""
+    return _number_problem('interval', value, False, 0, low_included=False)
+
+
 CHECKS = {
     'name': name_problem,
     'user': user_problem,
@@ -258,6 +321,10 @@ CHECKS = {
     'host': host_problem,
     'ssh_option': ssh_option_problem,
     'from': ssh_from_problem,
+    'count': count_problem,
+    'port': port_problem,
+    'amount': amount_problem,
+    'interval': interval_problem,
 }
 
 

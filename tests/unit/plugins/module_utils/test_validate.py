@@ -256,3 +256,29 @@ def test_good_from(value):
 def test_bad_from(value):
     msg = v.ssh_from_problem(value)
     assert msg and msg.startswith('from= address ')
+
+
+# numbers as a survey or -e gives them (text), or as YAML does (int, float)
+@pytest.mark.parametrize('kind,value', [
+    ('count', 0), ('count', '2048'), ('count', ' 12 '), ('count', 3.0),
+    ('port', 0), ('port', '8443'), ('port', 65535),
+    ('amount', 0), ('amount', '117.5'), ('amount', 291),
+    ('interval', '0.5'), ('interval', 5), ('interval', '1e-1'),
+])
+def test_good_numbers(kind, value):
+    assert v.problem_of(kind, value) is None
+
+
+@pytest.mark.parametrize('kind,value,why', [
+    ('count', '2M', 'no number'), ('count', '', 'no number'), ('count', True, 'no number'),
+    ('count', None, 'no number'), ('count', '-1', 'too small'), ('count', '1.5', 'not a whole number'),
+    ('count', 'nan', 'no number'),
+    ('port', '65536', 'too large'), ('port', 'http', 'no number'), ('port', 80.5, 'not a whole number'),
+    ('amount', '-0.1', 'too small'), ('amount', 'inf', 'no number'), ('amount', 'fast', 'no number'),
+    ('interval', 0, 'too small'), ('interval', '-5', 'too small'), ('interval', '5s', 'no number'),
+])
+def test_bad_numbers(kind, value, why):
+    msg = v.problem_of(kind, value)
+    assert msg and why in msg
+    assert msg.startswith(v.KINDS[kind] + ' ')
+    assert v.problems({'haul_x': (kind, value)}) == ['haul_x: ' + msg]
