@@ -50,17 +50,15 @@ _value:
   type: dict
 '''
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.haul.live.plugins.plugin_utils._report_row import report_row
 
 RESULTS = ('updated', 'skipped', 'failed', 'unreachable', 'started')
 
 
 def host_row(host, result, step='', msg=''):
-    if result not in RESULTS:
-        raise AnsibleFilterError('host_row: result must be one of %s, not %r' % (', '.join(RESULTS), result))
-    return {'kind': 'host', 'name': 'host %s' % host, 'source': str(host), 'destination': '-',
-            'strategy': 'update', 'frozen_ms': 0, 'bytes': 0, 'result': result,
-            'step': str(step or ''), 'msg': str(msg or '')}
+    row = report_row('host_row', RESULTS, result, 'host %s' % host, host, '-', 'update', step, msg)
+    row['kind'] = 'host'
+    return row
 
 
 class FilterModule(object):

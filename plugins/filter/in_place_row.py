@@ -62,21 +62,13 @@ _value:
   type: dict
 '''
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.haul.live.plugins.plugin_utils._report_row import report_row
 
 RESULTS = ('restored', 'failed', 'planned')
 
 
 def in_place_row(name, host, result, step='', msg='', down_ms=0, bytes=0):  # pylint: disable=redefined-builtin
-    if result not in RESULTS:
-        raise AnsibleFilterError('in_place_row: result must be one of %s, not %r' % (', '.join(RESULTS), result))
-    try:
-        down_ms, size = int(down_ms or 0), int(bytes or 0)
-    except (TypeError, ValueError):
-        raise AnsibleFilterError('in_place_row: down_ms and bytes must be whole numbers, not %r and %r' % (down_ms, bytes))
-    return {'name': str(name), 'source': str(host), 'destination': str(host), 'strategy': 'in-place',
-            'frozen_ms': max(down_ms, 0), 'bytes': max(size, 0), 'result': result,
-            'step': str(step or ''), 'msg': str(msg or '')}
+    return report_row('in_place_row', RESULTS, result, name, host, host, 'in-place', step, msg, down_ms, bytes)
 
 
 class FilterModule(object):
