@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 
 try:
@@ -273,7 +274,7 @@ def _number(value):
             return None
     else:
         return None
-    if number != number or number in (float('inf'), float('-inf')):
+    if isinstance(number, float) and (math.isnan(number) or math.isinf(number)):
         return None
     return number
 
