@@ -9,11 +9,12 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 name: rebalance
-short_description: Plan the moves that bring hosts below a memory high mark
+short_description: Plan the moves that bring hosts below a high mark of memory or CPU
 version_added: 0.2.0
 author: haul.live developers (@haul-live)
 description:
-  - A host's load is the memory of its containers over its capacity. The most loaded host above
+  - A host's load is the memory of its containers over its capacity (O(by=memory)), or the CPUs its
+    containers keep busy over the CPUs it has (O(by=cpu)). The most loaded host above
     O(high) is relieved first, with the fewest moves - the smallest container that alone brings it to
     O(high) or below, else its largest container, then again.
   - A container goes to a host that was below O(low), is not cordoned, has no container of that
@@ -23,8 +24,9 @@ description:
 options:
   _input:
     description:
-      - The hosts, each a dict with C(host), C(capacity_bytes), C(containers) (each with C(name) and
-        C(memory_bytes)) and optionally C(cordon).
+      - The hosts, each a dict with C(host), its capacity (C(capacity_bytes), or C(capacity_cpus) with
+        O(by=cpu)), C(containers) (each with C(name) and C(memory_bytes), or C(cpu_cores) with O(by=cpu))
+        and optionally C(cordon).
     type: list
     elements: dict
     required: true
@@ -41,9 +43,14 @@ options:
     type: int
     required: true
   headroom:
-    description: Spare memory to keep on a destination, as a fraction of the container's memory.
+    description: Spare capacity to keep on a destination, as a fraction of the container's weight.
     type: float
     default: 0.1
+  by:
+    description: What a load is made of.
+    type: str
+    choices: [memory, cpu]
+    default: memory
 '''
 
 EXAMPLES = r'''
@@ -66,7 +73,7 @@ _value:
   type: dict
   contains:
     moves:
-      description: In order, each with C(container), C(source), C(destination) and C(memory_bytes).
+      description: In order, each with C(container), C(source), C(destination) and the container's weight (C(memory_bytes) or C(cpu_cores)).
       type: list
       elements: dict
     loads:
@@ -82,9 +89,9 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.haul.live.plugins.module_utils._rebalance import plan
 
 
-def rebalance(hosts, high, low, max_moves, headroom=0.1):
+def rebalance(hosts, high, low, max_moves, headroom=0.1, by='memory'):
     try:
-        return plan(hosts, high, low, max_moves, headroom=float(headroom))
+        return plan(hosts, high, low, max_moves, headroom=float(headroom), by=by)
     except (ValueError, TypeError) as e:
         raise AnsibleFilterError('haul.live.rebalance: %s' % e)
 

@@ -354,6 +354,32 @@ def measure_dirty_rates(trees, interval_ms, dirty_tracking, proc='/proc', page_s
     return out
 
 
+def measure_cpu_cores(trees, interval_ms, proc='/proc', sleep=time.sleep, clock=time.monotonic, hz=None):
+    """How many CPUs each process tree kept busy, on average, over one interval: the user and
+    system time its processes used meanwhile (``/proc/PID/stat``), over the interval. Nothing is
+    changed. A process that exits meanwhile is left out (its last share is lost).
+
+    :param trees: ``{name: [pid, ...]}``, e.g. each container's processes.
+    Returns ``{name: cores}`` (a float, 0.0 for an idle tree)."""
+    if interval_ms is None or interval_ms <= 0 or interval_ms > MAX_DIRTY_INTERVAL_MS:
+        raise HaulError('cpu', 'the CPU sample must last between 1 and %d ms, not %r'
+                        % (MAX_DIRTY_INTERVAL_MS, interval_ms))
+    ticks_per_s = float(hz or os.sysconf('SC_CLK_TCK'))
+    start = dict(((name, pid), _proc.cpu_ticks(pid, proc)) for name in trees for pid in trees[name])
+    t0 = clock()
+    sleep(interval_ms / 1000.0)
+    seconds = clock() - t0
+    out = {}
+    for name in sorted(trees):
+        used = 0
+        for pid in trees[name]:
+            before, after = start[(name, pid)], _proc.cpu_ticks(pid, proc)
+            if before is not None and after is not None and after >= before:
+                used += after - before
+        out[name] = round(used / ticks_per_s / seconds, 3) if seconds > 0 else 0.0
+    return out
+
+
 def measure_dirty_rate(pids, interval_ms, dirty_tracking, **kwargs):
     """:func:`measure_dirty_rates` for one process tree: its result dict."""
     return measure_dirty_rates({'tree': pids}, interval_ms, dirty_tracking, **kwargs)['tree']

@@ -86,6 +86,21 @@ def tree_rss(pids, proc='/proc'):
     return total
 
 
+def cpu_ticks(pid, proc='/proc'):
+    """User plus system CPU time of ``pid`` so far, in clock ticks (``/proc/PID/stat`` fields 14
+    and 15), or None when it is gone."""
+    try:
+        text = _read_text(os.path.join(proc, str(pid), 'stat'))
+    except (IOError, OSError):
+        return None
+    # the command (field 2) is in parentheses and may hold spaces: count from its closing one
+    fields = text[text.rindex(')') + 2:].split()
+    try:
+        return int(fields[11]) + int(fields[12])
+    except (IndexError, ValueError):
+        return None
+
+
 def tmpfs_usage(pid, proc='/proc'):
     """Bytes used by the tmpfs mounts in the mount namespace of ``pid`` (CRIU dumps their contents)."""
     total = 0

@@ -8,8 +8,9 @@
 This is a private module_util: it is not part of the collection's public API. It is plain
 Python with no I/O, used on the controller by the ``haul.live.rebalance`` filter.
 
-A host's load is the memory of its containers over its capacity (the memory haul.live may give
-containers there). The rule (documented in docs/evacuation.md, "Rebalance"):
+A host's load is, by memory (the default), the memory of its containers over its capacity (the
+memory haul.live may give containers there); by CPU, the CPUs its containers keep busy over the
+CPUs it has. The rule (documented in docs/evacuation.md, "Rebalance"):
 
 * the most loaded host above ``high`` is relieved first;
 * fewest moves first: if one container brings it to ``high`` or below, the smallest such
@@ -27,34 +28,45 @@ __metaclass__ = type
 
 MIB = 1024 * 1024
 
+# by -> (a container's weight, a host's capacity, their type, the name of the resource)
+RESOURCES = {
+    'memory': ('memory_bytes', 'capacity_bytes', int, 'memory'),
+    'cpu': ('cpu_cores', 'capacity_cpus', float, 'CPU'),
+}
+
 
 def _share(used, capacity):
     return float(used) / capacity if capacity > 0 else 0.0
 
 
-def _check_mark(name, value):
+def _check_mark(name, value, what='memory'):
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError('%s must be a number between 0 and 1, not %r' % (name, value))
     if not 0 < value < 1:
-        raise ValueError('%s must be between 0 and 1 (a share of memory), not %s' % (name, value))
+        raise ValueError('%s must be between 0 and 1 (a share of %s), not %s' % (name, what, value))
     return value
 
 
-def plan(hosts, high, low, max_moves, headroom=0.1):
+def plan(hosts, high, low, max_moves, headroom=0.1, by='memory'):
     """Plan the moves of a rebalance.
 
-    :param hosts: list of dicts with ``host``, ``capacity_bytes``, ``containers`` (dicts with
-        ``name`` and ``memory_bytes``; anything else is carried over into the move) and
+    :param hosts: list of dicts with ``host``, its capacity (``capacity_bytes`` by memory,
+        ``capacity_cpus`` by CPU), ``containers`` (dicts with ``name`` and their weight,
+        ``memory_bytes`` or ``cpu_cores``; anything else is carried over into the move) and
         optionally ``cordon`` (the host's cordon record: a cordoned host takes nothing, and is
         not relieved either - a drain empties it).
-    :returns: dict with ``moves`` (in order: ``container``, ``source``, ``destination``,
-        ``memory_bytes``), ``loads`` (host -> {``before``, ``after``}) and ``unresolved``
+    :param by: ``memory`` or ``cpu`` (:data:`RESOURCES`).
+    :returns: dict with ``moves`` (in order: ``container``, ``source``, ``destination``, and
+        the container's weight), ``loads`` (host -> {``before``, ``after``}) and ``unresolved``
         (hosts still above ``high``, each with ``host``, ``load`` and ``reason``).
     """
-    high = _check_mark('high', high)
-    low = _check_mark('low', low)
+    if by not in RESOURCES:
+        raise ValueError('by must be one of %s, not %r' % (', '.join(sorted(RESOURCES)), by))
+    weight, capacity_key, kind, what = RESOURCES[by]
+    high = _check_mark('high', high, what)
+    low = _check_mark('low', low, what)
     if low > high:
         raise ValueError('low (%s) must not be above high (%s)' % (low, high))
     try:
@@ -72,15 +84,21 @@ def plan(hosts, high, low, max_moves, headroom=0.1):
         if name in seen:
             raise ValueError('host %s is listed twice' % name)
         seen.add(name)
-        capacity = int(h.get('capacity_bytes') or 0)
+        try:
+            capacity = kind(h.get(capacity_key) or 0)
+        except (TypeError, ValueError):
+            capacity = 0
         if capacity <= 0:
-            raise ValueError('host %s has no capacity (capacity_bytes must be > 0)' % name)
+            raise ValueError('host %s has no capacity (%s must be > 0)' % (name, capacity_key))
         cts = [dict(c) for c in h.get('containers') or ()]
         for c in cts:
             if not c.get('name'):
                 raise ValueError('a container on %s has no name' % name)
-            c['memory_bytes'] = int(c.get('memory_bytes') or 0)
-        used = sum(c['memory_bytes'] for c in cts)
+            try:
+                c[weight] = kind(c.get(weight) or 0)
+            except (TypeError, ValueError):
+                raise ValueError('container %s on %s: %s must be a number, not %r' % (c['name'], name, weight, c.get(weight)))
+        used = sum(c[weight] for c in cts)
         state.append({'host': name, 'order': i, 'capacity': capacity, 'containers': cts, 'used': used,
                       'before': _share(used, capacity), 'cordon': h.get('cordon'),
                       'names': set(c['name'] for c in cts)})
@@ -96,9 +114,9 @@ def plan(hosts, high, low, max_moves, headroom=0.1):
         # candidates, each with the best destination that takes it
         options = []
         for c in src['containers']:
-            need = c['memory_bytes']
+            need = c[weight]
             fits = [t for t in takers if t is not src and c['name'] not in t['names']
-                    and _share(t['used'] + int(need * (1 + headroom)), t['capacity']) <= high]
+                    and _share(t['used'] + need * (1 + headroom), t['capacity']) <= high]
             if fits:
                 best = sorted(fits, key=lambda t: (_share(t['used'] + need, t['capacity']), t['order']))[0]
                 options.append((c, best))
@@ -106,17 +124,17 @@ def plan(hosts, high, low, max_moves, headroom=0.1):
             stuck[src['host']] = ('no host below low (%d%%) takes any of its containers and stays at or below high (%d%%)'
                                   % (round(low * 100), round(high * 100)))
             continue
-        enough = [o for o in options if o[0]['memory_bytes'] >= excess]
+        enough = [o for o in options if o[0][weight] >= excess]
         if enough:
-            c, dest = sorted(enough, key=lambda o: (o[0]['memory_bytes'], o[0]['name']))[0]
+            c, dest = sorted(enough, key=lambda o: (o[0][weight], o[0]['name']))[0]
         else:
-            c, dest = sorted(options, key=lambda o: (-o[0]['memory_bytes'], o[0]['name']))[0]
+            c, dest = sorted(options, key=lambda o: (-o[0][weight], o[0]['name']))[0]
         src['containers'].remove(c)
         src['names'].discard(c['name'])
-        src['used'] -= c['memory_bytes']
+        src['used'] -= c[weight]
         dest['containers'].append(c)
         dest['names'].add(c['name'])
-        dest['used'] += c['memory_bytes']
+        dest['used'] += c[weight]
         move = dict(c)
         move.pop('name')
         move.update({'container': c['name'], 'source': src['host'], 'destination': dest['host']})

@@ -63,6 +63,14 @@ options:
         bit.
     type: int
     default: 0
+  cpu_sample_ms:
+    description:
+      - Measure how many CPUs each container keeps busy (RV(containers[].cpu_cores)), on average over
+        this many milliseconds (at most 60000), from the user and system time of its processes
+        (C(/proc/PID/stat)). V(0) measures nothing. It changes nothing, in check mode too.
+      - C(haul.live.rebalance) uses it with C(haul_rebalance_by=cpu).
+    type: int
+    default: 0
   dirty_tracking:
     description:
       - Whether this host's kernel tracks dirty memory, as M(haul.live.criu_check) reports it
@@ -121,6 +129,11 @@ EXAMPLES = r'''
 - name: Show the rate, or why there is none
   ansible.builtin.debug:
     msg: "{{ web1.containers[0].dirty_rate_bytes_s }} B/s ({{ web1.containers[0].dirty_rate_reason }})"
+
+- name: Measure how many CPUs each container keeps busy, over two seconds
+  haul.live.container_info:
+    cpu_sample_ms: 2000
+  register: busy
 '''
 
 RETURN = r'''
@@ -231,6 +244,16 @@ containers:
       returned: when O(dirty_rate_ms) is above V(0)
       type: int
       sample: 256
+    cpu_cores:
+      description: How many CPUs its processes kept busy, on average over O(cpu_sample_ms) (V(1.0) is one CPU).
+      returned: when O(cpu_sample_ms) is above V(0)
+      type: float
+      sample: 0.85
+cpu_count:
+  description: The CPUs this host lets its processes run on (the capacity of C(haul_rebalance_by=cpu)).
+  returned: always
+  type: int
+  sample: 8
 cordon:
   description:
     - This host's cordon (M(haul.live.cordon)) - its reason, since when, by whom - or null when it is not
@@ -250,11 +273,13 @@ missing:
   elements: str
 '''
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils import _cordon
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import (
-    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_dirty_rates)
+    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_cpu_cores, measure_dirty_rates)
 from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
@@ -282,6 +307,25 @@ def dirty_rates(module, found):
         c.update(rates[i])
 
 
+def cpu_cores(module, found):
+    """Add cpu_cores to each container of ``found`` (measured together over cpu_sample_ms)."""
+    ms = module.params['cpu_sample_ms']
+    if ms < 0 or ms > MAX_DIRTY_INTERVAL_MS:
+        raise HaulError('cpu', 'cpu_sample_ms must be between 0 and %d, not %d' % (MAX_DIRTY_INTERVAL_MS, ms))
+    if not ms:
+        return
+    cores = measure_cpu_cores(dict((i, c['pids']) for i, c in enumerate(found)), ms)
+    for i, c in enumerate(found):
+        c['cpu_cores'] = cores[i]
+
+
+def host_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -290,6 +334,7 @@ def main():
             names=dict(type='list', elements='str'),
             dirty_rate_ms=dict(type='int', default=0),
             dirty_tracking=dict(type='bool'),
+            cpu_sample_ms=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
@@ -299,14 +344,16 @@ def main():
         p = module.params
         if p['runtime'] not in (registry.AUTO, 'lab') and not registry.runtime(p['runtime']).available():
             raise HaulError('discover', 'runtime %s is not installed on this host' % p['runtime'])
-        found, runtimes = registry.find_all(p['runtime'], names, parent=p['parent'], with_pids=bool(p['dirty_rate_ms']))
+        found, runtimes = registry.find_all(p['runtime'], names, parent=p['parent'],
+                                            with_pids=bool(p['dirty_rate_ms'] or p['cpu_sample_ms']))
         dirty_rates(module, found)
+        cpu_cores(module, found)
         for c in found:
             c.pop('pids', None)
     except HaulError as e:
         fail(module, e)
     have = set(c['name'] for c in found)
-    module.exit_json(changed=False, containers=found, runtimes=runtimes, cordon=_cordon.read(),
+    module.exit_json(changed=False, containers=found, runtimes=runtimes, cordon=_cordon.read(), cpu_count=host_cpus(),
                      missing=[n for n in names or [] if n not in have])
 
 

@@ -231,3 +231,25 @@ def test_non_root_processes_counts_any_id_other_than_root(tmp_path):
     # 13 is gone: not counted
     assert d.non_root_processes([10, 11, 12, 13], proc=str(tmp_path)) == 2
     assert d.non_root_processes([10], proc=str(tmp_path)) == 0
+
+
+def test_cpu_cores_of_a_busy_and_an_idle_process():
+    """Real processes: one spins, one sleeps; the busy one keeps about a CPU busy, the idle none."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    idle = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        got = d.measure_cpu_cores({'busy': [busy.pid], 'idle': [idle.pid], 'gone': [2 ** 22 + 7]}, 600)
+    finally:
+        for p in (busy, idle):
+            p.kill()
+            p.wait()
+    assert got['busy'] > 0.3   # a noisy 2-CPU machine still gives it a good share
+    assert got['idle'] < 0.05
+    assert got['gone'] == 0.0  # a process that does not exist counts nothing
+
+
+def test_cpu_sample_must_be_bounded():
+    with pytest.raises(HaulError, match='CPU sample'):
+        d.measure_cpu_cores({}, 0)

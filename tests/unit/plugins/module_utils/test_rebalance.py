@@ -124,3 +124,33 @@ def test_bad_marks_are_refused(kw, match):
 def test_bad_hosts_are_refused(hosts, match):
     with pytest.raises(ValueError, match=match):
         plan(hosts, 0.8, 0.5, 1)
+
+
+def cpu_host(name, *cores, **kw):
+    cts = [{'name': '%s-c%d' % (name, i), 'cpu_cores': c} for i, c in enumerate(cores)]
+    return {'host': name, 'capacity_cpus': kw.get('cpus', 4), 'containers': cts}
+
+
+def test_by_cpu_relieves_the_busiest_host_with_the_fewest_moves():
+    # a keeps 3.2 of its 4 CPUs busy (0.8 > high 0.6): c1 (1.0) alone brings it to 0.55
+    p = plan([cpu_host('a', 1.6, 1.0, 0.6), cpu_host('b', 0.2), cpu_host('c', 0.4, cpus=8)], 0.6, 0.3, 4, by='cpu')
+    assert moves(p) == [('a-c1', 'a', 'c')]  # c: 0.05 -> 0.175, b would be at 0.3
+    assert p['moves'][0]['cpu_cores'] == 1.0
+    assert p['loads']['a'] == {'before': 0.8, 'after': 0.55}
+
+
+def test_by_cpu_a_host_with_text_numbers_and_a_bad_one():
+    # facts may arrive as text; a weight that is no number is refused, naming the container
+    p = plan([{'host': 'a', 'capacity_cpus': '2', 'containers': [{'name': 'x', 'cpu_cores': '1.5'}]},
+              {'host': 'b', 'capacity_cpus': 2, 'containers': []}], 0.5, 0.3, 1, by='cpu')
+    # x would put b at 0.825 (with its headroom): above high, so a stays, with the reason
+    assert moves(p) == [] and p['loads']['a']['before'] == 0.75
+    assert p['unresolved'][0]['host'] == 'a' and 'no host below low (30%)' in p['unresolved'][0]['reason']
+    with pytest.raises(ValueError, match='container x on a: cpu_cores must be a number'):
+        plan([{'host': 'a', 'capacity_cpus': 2, 'containers': [{'name': 'x', 'cpu_cores': 'busy'}]}], 0.5, 0.3, 1, by='cpu')
+    with pytest.raises(ValueError, match='capacity_cpus must be > 0'):
+        plan([{'host': 'a', 'containers': []}], 0.5, 0.3, 1, by='cpu')
+    with pytest.raises(ValueError, match='by must be one of cpu, memory'):
+        plan([], 0.5, 0.3, 1, by='disk')
+    with pytest.raises(ValueError, match='a share of CPU'):
+        plan([], 1.5, 0.3, 1, by='cpu')
