@@ -124,6 +124,25 @@ freeze: venv
 	  $(VENV)/bin/python -m pip freeze | grep -v -i -E '^(ansible-core|ansible-lint|antsibull-changelog|jmespath|pytest|ansible-builder|ansible-runner)=='; \
 	} > $(ROOT)/requirements-constraints.txt
 
+# ansible.posix (galaxy.yml's dependency: host_prepare's sysctl), for the controller. Galaxy is not
+# reachable here, so it comes from the community package on PyPI, which bundles it: its wheel is
+# downloaded once and only ansible_collections/ansible/posix is taken from it.
+POSIX_FROM := ansible==12.3.0
+POSIX_DIR := $(COLLECTIONS)/ansible_collections/ansible/posix
+POSIX_STAMP := $(POSIX_DIR)/.haul-from
+collection: $(POSIX_STAMP)
+$(POSIX_STAMP): $(ROOT)/Makefile | venv
+	@if [ "$$(cat $(POSIX_STAMP) 2>/dev/null)" != "$(POSIX_FROM)" ]; then \
+	  echo "haul.live: ansible.posix from $(POSIX_FROM) (PyPI)"; \
+	  rm -rf $(POSIX_DIR) $(BUILD)/posix-wheel && mkdir -p $(BUILD)/posix-wheel && \
+	  $(VENV)/bin/python -m pip download -q --no-deps --only-binary=:all: -d $(BUILD)/posix-wheel $(POSIX_FROM) && \
+	  $(VENV)/bin/python -c 'import glob, sys, zipfile; \
+	    z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); \
+	    names = [n for n in z.namelist() if n.startswith("ansible_collections/ansible/posix/")]; \
+	    assert names, "no ansible.posix in the wheel"; z.extractall(sys.argv[2], names)' \
+	    $(BUILD)/posix-wheel $(COLLECTIONS) && \
+	  rm -rf $(BUILD)/posix-wheel && echo "$(POSIX_FROM)" > $(POSIX_STAMP); fi
+
 collection:
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@if [ ! -L $(COLLECTION_LINK) ] || [ "$$(readlink $(COLLECTION_LINK))" != ../../../.. ]; then \
