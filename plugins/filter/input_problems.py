@@ -21,7 +21,7 @@ description:
     V(user) (login name), V(id) (migration id), V(cgroup) (relative path, or below C(/sys/fs/cgroup/)),
     V(host) (host name or IP address), V(ssh_option) (C(Key=Value), no option that runs a command or
     weakens the host key check), V(count) (a whole number >= 0), V(port) (0 to 65535), V(amount) (a number
-    >= 0), V(interval) (seconds above 0); numbers may be given as text, as a survey gives them."
+    >= 0), V(interval) (seconds above 0), V(sample_ms) (a whole number of milliseconds from 1 to 60000); numbers may be given as text, as a survey gives them."
 options:
   _input:
     description:

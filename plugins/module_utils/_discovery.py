@@ -34,6 +34,7 @@ from ansible_collections.haul.live.plugins.module_utils import _container
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils import _proc
 from ansible_collections.haul.live.plugins.module_utils import _sockets
+from ansible_collections.haul.live.plugins.module_utils import _validate
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 
@@ -354,6 +355,11 @@ def measure_dirty_rates(trees, interval_ms, dirty_tracking, proc='/proc', page_s
     return out
 
 
+# The longest CPU sample (container_info cpu_sample_ms, haul_rebalance_cpu_sample_ms): a
+# minute, as its input check (_validate's sample_ms) says.
+MAX_CPU_SAMPLE_MS = _validate.SAMPLE_MS_MAX
+
+
 def measure_cpu_cores(trees, interval_ms, proc='/proc', sleep=time.sleep, clock=time.monotonic, hz=None):
     """How many CPUs each process tree kept busy, on average, over one interval: the user and
     system time its processes used meanwhile (``/proc/PID/stat``), over the interval. Nothing is
@@ -361,9 +367,9 @@ def measure_cpu_cores(trees, interval_ms, proc='/proc', sleep=time.sleep, clock=
 
     :param trees: ``{name: [pid, ...]}``, e.g. each container's processes.
     Returns ``{name: cores}`` (a float, 0.0 for an idle tree)."""
-    if interval_ms is None or interval_ms <= 0 or interval_ms > MAX_DIRTY_INTERVAL_MS:
+    if interval_ms is None or interval_ms <= 0 or interval_ms > MAX_CPU_SAMPLE_MS:
         raise HaulError('cpu', 'the CPU sample must last between 1 and %d ms, not %r'
-                        % (MAX_DIRTY_INTERVAL_MS, interval_ms))
+                        % (MAX_CPU_SAMPLE_MS, interval_ms))
     ticks_per_s = float(hz or os.sysconf('SC_CLK_TCK'))
     start = dict(((name, pid), _proc.cpu_ticks(pid, proc)) for name in trees for pid in trees[name])
     t0 = clock()

@@ -55,6 +55,9 @@ CGROUP_ROOT = '/sys/fs/cgroup/'
 # One DNS label (underscores allowed, as inventories have them).
 HOST_LABEL_RE = re.compile(r'^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z')
 
+# The longest measurement sample, in ms (container_info's cpu_sample_ms).
+SAMPLE_MS_MAX = 60000
+
 KINDS = {
     'name': 'container name',
     'user': 'user',
@@ -67,6 +70,7 @@ KINDS = {
     'port': 'port',
     'amount': 'number',
     'interval': 'interval',
+    'sample_ms': 'sample length',
 }
 
 _RULES = {
@@ -81,6 +85,7 @@ _RULES = {
     'port': 'give a TCP port, 1 to 65535 (0 where the default is meant)',
     'amount': 'give 0 or a number above it, such as 117.5',
     'interval': 'give a number of seconds above 0, such as 0.5 or 5',
+    'sample_ms': 'give a whole number of milliseconds from 1 to %d, such as 2000' % SAMPLE_MS_MAX,
 }
 
 # ssh options refused whatever their value: each runs a command, or reroutes the connection.
@@ -314,6 +319,11 @@ def interval_problem(value):
     return _number_problem('interval', value, False, 0, low_included=False)
 
 
+def sample_ms_problem(value):
+    """None when ``value`` is a whole number of milliseconds from 1 to :data:`SAMPLE_MS_MAX`."""
+    return _number_problem('sample_ms', value, True, 1, SAMPLE_MS_MAX)
+
+
 CHECKS = {
     'name': name_problem,
     'user': user_problem,
@@ -326,6 +336,7 @@ CHECKS = {
     'port': port_problem,
     'amount': amount_problem,
     'interval': interval_problem,
+    'sample_ms': sample_ms_problem,
 }
 
 

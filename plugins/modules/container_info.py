@@ -279,7 +279,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.haul.live.plugins.module_utils import _cordon
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import (
-    MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_cpu_cores, measure_dirty_rates)
+    MAX_CPU_SAMPLE_MS, MAX_DIRTY_INTERVAL_MS, NO_DIRTY_TRACKING, measure_cpu_cores, measure_dirty_rates)
 from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 
@@ -310,8 +310,8 @@ def dirty_rates(module, found):
 def cpu_cores(module, found):
     """Add cpu_cores to each container of ``found`` (measured together over cpu_sample_ms)."""
     ms = module.params['cpu_sample_ms']
-    if ms < 0 or ms > MAX_DIRTY_INTERVAL_MS:
-        raise HaulError('cpu', 'cpu_sample_ms must be between 0 and %d, not %d' % (MAX_DIRTY_INTERVAL_MS, ms))
+    if ms < 0 or ms > MAX_CPU_SAMPLE_MS:
+        raise HaulError('cpu', 'cpu_sample_ms must be between 0 and %d, not %d' % (MAX_CPU_SAMPLE_MS, ms))
     if not ms:
         return
     cores = measure_cpu_cores(dict((i, c['pids']) for i, c in enumerate(found)), ms)

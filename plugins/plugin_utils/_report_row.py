@@ -24,7 +24,8 @@ def report_row(who, results, result, name, source, destination, strategy, step='
     try:
         frozen_ms, size = int(frozen_ms or 0), int(size or 0)
     except (TypeError, ValueError):
-        raise AnsibleFilterError('%s: down_ms and bytes must be whole numbers, not %r and %r' % (who, frozen_ms, size))
+        raise AnsibleFilterError('%s: the time down and the bytes must be whole numbers, not %r and %r'
+                                 % (who, frozen_ms, size))
     return {'name': str(name), 'source': str(source), 'destination': str(destination), 'strategy': strategy,
             'frozen_ms': max(frozen_ms, 0), 'bytes': max(size, 0), 'result': result,
             'step': str(step or ''), 'msg': str(msg or '')}

@@ -264,6 +264,7 @@ def test_bad_from(value):
     ('port', 0), ('port', '8443'), ('port', 65535),
     ('amount', 0), ('amount', '117.5'), ('amount', 291),
     ('interval', '0.5'), ('interval', 5), ('interval', '1e-1'),
+    ('sample_ms', 1), ('sample_ms', '2000'), ('sample_ms', v.SAMPLE_MS_MAX),
 ])
 def test_good_numbers(kind, value):
     assert v.problem_of(kind, value) is None
@@ -276,6 +277,8 @@ def test_good_numbers(kind, value):
     ('port', '65536', 'too large'), ('port', 'http', 'no number'), ('port', 80.5, 'not a whole number'),
     ('amount', '-0.1', 'too small'), ('amount', 'inf', 'no number'), ('amount', 'fast', 'no number'),
     ('interval', 0, 'too small'), ('interval', '-5', 'too small'), ('interval', '5s', 'no number'),
+    ('sample_ms', 0, 'too small'), ('sample_ms', '60001', 'too large'), ('sample_ms', '2s', 'no number'),
+    ('sample_ms', '1.5', 'not a whole number'),
 ])
 def test_bad_numbers(kind, value, why):
     msg = v.problem_of(kind, value)
