@@ -279,14 +279,14 @@ def wait_transfer(images_dir, job, timeout, pid=None, on_progress=None, beat=BEA
     return st
 
 
-def follow_transfer(expect, done, beat, silence):
+def follow_transfer(expect, done, beat, silence, on_progress=None):
     """On the source: read the destination's statuses until ``done`` or a final one; return it.
 
     ``expect(states, timeout, step)`` is the relay's :meth:`expect`. The destination sends a
     ``beat`` status with its progress at least every :data:`BEAT_INTERVAL` seconds while pages
     move, and judges the transfer itself (:func:`wait_transfer`); the source only fails when it
     hears nothing for ``silence`` seconds (the destination or the link is gone). Each beat's
-    progress is kept in the returned status (``progress``).
+    progress is kept in the returned status (``progress``), and given to ``on_progress(dict)``.
     """
     last = None
     while True:
@@ -297,6 +297,8 @@ def follow_transfer(expect, done, beat, silence):
                             'last progress it reported: %s' % (silence, e.cause, last or 'none'), progress=last)
         if st.get('state') == beat and not st.get('final'):
             last = st.get('progress') or last
+            if on_progress is not None and st.get('progress'):
+                on_progress(st['progress'])
             continue
         if last and not st.get('progress'):
             st = dict(st, progress=last)

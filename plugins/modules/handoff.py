@@ -134,6 +134,14 @@ options:
   bwlimit_kib:
     description: Bandwidth limit for the transfers, in KiB/s.
     type: int
+  progress_file:
+    description:
+      - Write the handoff's progress to this file (mode 0600, replaced atomically) as it goes - its phase, its
+        pid, how long the container has been frozen, and in post-copy the page transfer's bytes, share, rate
+        and ETA - for M(haul.live.progress) to print while the task runs async, and to signal it on Ctrl-C.
+        Numbers and phases only. The file is removed when the handoff ends.
+      - Writing it is a local file write per phase (and per second of page transfer), never a round-trip.
+    type: path
   lazy:
     description:
       - Post-copy. Only the container's state moves inside the freeze; its memory stays here, served
@@ -471,6 +479,7 @@ def main():
             sync_rootfs=dict(type='bool', default=True),
             rootfs_dest=dict(type='path'),
             bwlimit_kib=dict(type='int'),
+            progress_file=dict(type='path'),
             lazy=lazy_argspec(),
             precopy=dict(type='dict', options=dict(
                 max_rounds=dict(type='int', default=8),

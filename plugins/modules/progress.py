@@ -16,12 +16,15 @@ description:
   - Waits for an async job (a task run with C(async) and C(poll=0)) on the host the task runs on or is
     delegated to, like C(ansible.builtin.async_status) in a retry loop, and returns the job's own result
     once it has finished - a failed job fails this task with its message.
-  - It asks for the job's status often at first (a short job ends within a second), then once a second.
-    While it waits, it reads the job's progress file every O(interval) seconds and prints one line - the
-    bytes moved, the total and share where known, the rate and the ETA - so that a long step shows progress
-    in the play's output and in AWX while it runs, not only once it ends.
-  - The progress file is written by M(haul.live.image_sync) with O(haul.live.image_sync#module:progress_file).
-    It holds numbers only, never a file name or content.
+  - It reads the job's file and the progress file in one cheap round-trip (C(cat), no module), often at
+    first (a short job ends within a second), then twice a second, and prints one line at most every
+    O(interval) seconds - the bytes moved, the total and share where known, the rate and the ETA, or the
+    phase of a handoff and how long its container has been frozen - so that a long step shows progress in
+    the play's output and in AWX while it runs, not only once it ends. Once the job has finished, its result
+    is read with C(ansible.builtin.async_status).
+  - The progress file is written by M(haul.live.image_sync) with O(haul.live.image_sync#module:progress_file)
+    and by M(haul.live.handoff) with O(haul.live.handoff#module:progress_file). It holds numbers and phases
+    only, never a file name or content.
   - This is an action plugin - it runs on the controller and asks the host for the job's status and the
     progress file.
 author:
@@ -47,6 +50,14 @@ options:
     description: Seconds to wait for the job before failing.
     type: int
     default: 3600
+  cancel_on_interrupt:
+    description:
+      - When the play is interrupted (Ctrl-C, or AWX cancelling the job) while this waits, send SIGTERM to the
+        job's process, whose pid the progress file holds, as the signal would reach it in the foreground.
+        A M(haul.live.handoff) then rolls back before its commit and finishes the move after it.
+      - Without it, an interrupted wait leaves the job running to its end, as with any async task.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -87,6 +98,26 @@ EXAMPLES = r'''
     progress_file: /var/lib/haul/images/web1.presync.progress
     label: root filesystem pre-sync of web1
   register: presync
+
+- name: Move the container, in the background
+  haul.live.handoff:
+    cgroup: haul/web1
+    images_dir: /var/lib/haul/images/web1
+    handoff_id: web1-20261203
+    dest_host: node2
+    progress_file: /run/haul/progress/web1.handoff.json
+  async: 1260
+  poll: 0
+  register: handoff_job
+
+- name: Wait for the handoff, printing its phase; Ctrl-C rolls it back before its commit
+  haul.live.progress:
+    jid: "{{ handoff_job.ansible_job_id }}"
+    progress_file: /run/haul/progress/web1.handoff.json
+    label: critical section of web1
+    interval: 1
+    cancel_on_interrupt: true
+  register: handoff
 '''
 
 RETURN = r'''
@@ -113,6 +144,7 @@ def main():
             label=dict(type='str', default='transfer'),
             interval=dict(type='float', default=5.0),
             timeout=dict(type='int', default=3600),
+            cancel_on_interrupt=dict(type='bool', default=False),
         ),
         supports_check_mode=False,
     )

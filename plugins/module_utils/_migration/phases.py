@@ -25,6 +25,9 @@ COMMITTED = 'COMMITTED'   # the source decided, durably, that the destination's 
 RESUMED = 'RESUMED'       # the destination's copy runs
 DONE = 'DONE'             # the source's remains are gone, nothing left to do
 
+# The phases in which the container is frozen (on the source, or stopped on the destination).
+FROZEN_PHASES = (FROZEN, DUMPED, SENT, RESTORED, COMMITTED)
+
 PHASES = (PREPARING, FROZEN, DUMPED, SENT, RESTORED, COMMITTED, RESUMED, DONE)
 
 

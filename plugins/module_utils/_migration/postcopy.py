@@ -64,7 +64,8 @@ class PostCopy(StopCopy):
         # its memory is still moving; the destination says when every page is there (no fixed
         # total: the destination judges the progress and beats while pages move)
         t_running = time.time()
-        st = _transfer.follow_transfer(src.relay.expect, protocol.COMPLETE, protocol.RUNNING, self.params['timeout'])
+        st = _transfer.follow_transfer(src.relay.expect, protocol.COMPLETE, protocol.RUNNING, self.params['timeout'],
+                                       on_progress=src.note_pages)
         if st['state'] != protocol.COMPLETE:
             raise HaulError('transfer', st.get('msg') or st['state'], log_tail=st.get('log_tail'),
                             lost=st.get('lost'), progress=st.get('progress'))

@@ -26,6 +26,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils import _frames
 from ansible_collections.haul.live.plugins.module_utils import _lease
 from ansible_collections.haul.live.plugins.module_utils import _network
+from ansible_collections.haul.live.plugins.module_utils import _progress
 from ansible_collections.haul.live.plugins.module_utils._migration import failpoints
 from ansible_collections.haul.live.plugins.module_utils._migration import phases
 from ansible_collections.haul.live.plugins.module_utils._migration import protocol
@@ -60,6 +61,10 @@ class Source(object):
         self.catcher = None
         self.watchdog = None
         self.signals = []   # signals received after the commit decision (they no longer interrupt)
+        # what the controller's haul.live.progress prints while this runs async (numbers and
+        # phases only); its pid lets Ctrl-C on the controller end it as a signal here would
+        self.progress = _progress.ProgressFile(params['progress_file'], 'handoff') if params.get('progress_file') else None
+        self.frozen_at = None
 
     # --- the lease ---------------------------------------------------------------------------
     def take_lease(self):
@@ -89,7 +94,33 @@ class Source(object):
         except HaulError as e:
             raise HaulError('lease', 'cannot record phase %s of migration %s: %s' % (phase, self.id, e.cause))
         self.phase = phase
+        if phase == phases.FROZEN:
+            self.frozen_at = time.time()
+        self.note(phase)
         failpoints.fire(self.name, phase.lower())
+
+    def note(self, phase, force=True, **numbers):
+        """Write the progress file (if asked for): the phase, this process's pid, how long the
+        container has been frozen, and ``numbers`` (bytes, percent, rate_bytes_s, eta_s of the
+        post-copy page transfer). A progress file that cannot be written never stops the handoff."""
+        if self.progress is None:
+            return
+        frozen = round(time.time() - self.frozen_at, 1) if self.frozen_at and self.phase in phases.FROZEN_PHASES else None
+        try:
+            self.progress.write(dict(numbers, phase=phase.lower(), pid=os.getpid(), frozen_s=frozen), force=force)
+        except (IOError, OSError):
+            self.progress = None
+
+    def end_progress(self):
+        """The handoff ends (its result says the rest): its progress file goes."""
+        if self.progress is not None:
+            self.progress.remove()
+
+    def note_pages(self, summary):
+        """The post-copy page transfer's progress, as the destination's beats report it."""
+        moved, total = summary.get('moved_bytes') or 0, summary.get('total_bytes') or 0
+        self.note('pages', force=False, bytes=moved, percent=int(moved * 100 / total) if total else 0,
+                  rate_bytes_s=summary.get('rate_bytes_s'), eta_s=summary.get('eta_s'))
 
     def finish_lease(self, moved):
         """After the handoff: the role's lease gets its expiry back; one taken here is released
@@ -193,6 +224,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     src.rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
                                           timeout=timeouts['transfer'])
     protocol.guard_signals()
+    src.note('connecting')
     try:
         # ---- connect: the destination waits, nothing is frozen ---------------------------------
         relay.start()
@@ -254,6 +286,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
         relay.close()
         cm.close(target, run_command)
         src.finish_lease(True if state in ('killed', 'lost') else (False if state == 'running' else None))
+        src.end_progress()
         raise err
     src.stop_watchdog()
     relay.close()
@@ -262,6 +295,7 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     # ---- finalize: now, and only now, the source copy goes ------------------------------------
     moved['cleanup'] = finalize_source(params, dumped, strategy, cgroup_mod, images_mod)
     src.finish_lease(True)
+    src.end_progress()
     failpoints.fire(src.name, 'done')
     return _result(params, src, t, sent, moved)
 

@@ -238,9 +238,12 @@ def test_follow_transfer_waits_through_beats_and_keeps_the_last_progress():
     def expect(states, timeout, step):
         seen.append((states, timeout, step))
         return statuses.pop(0)
-    st = _transfer.follow_transfer(expect, 'complete', 'running', 20)
+    beats = []
+    st = _transfer.follow_transfer(expect, 'complete', 'running', 20, on_progress=beats.append)
     assert st['state'] == 'complete' and st['progress'] == {'moved_bytes': 2}
     assert seen == [(('complete', 'running'), 20, 'transfer')] * 3
+    # each beat's progress reaches the handoff's progress file as it comes
+    assert beats == [{'moved_bytes': 1}, {'moved_bytes': 2}]
 
 
 def test_follow_transfer_silence_says_what_was_last_heard():

@@ -187,3 +187,43 @@ def test_every_phase_the_source_records_fires_its_failpoint(tmp_path, monkeypatc
     for p in phases.PHASES[1:]:
         src.record(p)
     assert fired == [('ct', p.lower()) for p in phases.PHASES[1:]]
+
+
+def test_each_phase_and_the_page_transfer_reach_the_progress_file(tmp_path, monkeypatch):
+    import json
+    monkeypatch.setattr(source.failpoints, 'fire', lambda name, point: None)
+    progress = tmp_path / 'progress' / 'ct.handoff.json'
+    params = {'handoff_id': 'm1', 'name': 'ct', 'cgroup': 'haul/ct', 'images_dir': str(tmp_path / 'img'),
+              'timeout': 10, 'dest_host': 'node2', 'progress_file': str(progress)}
+    src = source.Source(params, strategy_of(params, 'postcopy'), None, None, lease_dir=str(tmp_path / 'leases'))
+    src.take_lease()
+    src.note('connecting')
+    reading = json.loads(progress.read_text())
+    assert reading['phase'] == 'connecting' and reading['pid'] == os.getpid() and reading['frozen_s'] is None
+    assert oct(progress.stat().st_mode & 0o777) == '0o600'
+    src.record(phases.FROZEN)
+    src.record(phases.DUMPED)
+    reading = json.loads(progress.read_text())
+    assert reading['phase'] == 'dumped' and reading['frozen_s'] >= 0
+    src.record(phases.SENT)
+    src.record(phases.COMMITTED)
+    src.record(phases.RESUMED)
+    # the container runs: no frozen time; post-copy's pages, in numbers only
+    src.progress.last = None
+    src.note_pages({'moved_bytes': 25, 'total_bytes': 100, 'rate_bytes_s': 5.0, 'eta_s': 15.0})
+    reading = json.loads(progress.read_text())
+    assert reading['phase'] == 'pages' and reading['frozen_s'] is None
+    assert (reading['bytes'], reading['percent'], reading['rate_bytes_s'], reading['eta_s']) == (25, 25, 5.0, 15.0)
+    src.end_progress()
+    assert not progress.exists()
+
+
+def test_a_progress_file_that_cannot_be_written_never_stops_the_handoff(tmp_path, monkeypatch):
+    monkeypatch.setattr(source.failpoints, 'fire', lambda name, point: None)
+    (tmp_path / 'file').write_text('')
+    params = {'handoff_id': 'm1', 'name': 'ct', 'cgroup': 'haul/ct', 'images_dir': str(tmp_path / 'img'),
+              'timeout': 10, 'dest_host': 'node2', 'progress_file': str(tmp_path / 'file' / 'under' / 'p.json')}
+    src = source.Source(params, strategy_of(params, 'stopcopy'), None, None, lease_dir=str(tmp_path / 'leases'))
+    src.take_lease()
+    src.record(phases.FROZEN)
+    assert src.phase == phases.FROZEN and src.progress is None
