@@ -32,6 +32,10 @@ description:
     >= 6.16 needs CRIU >= 4.2), the module counts the container's TCP and UDP sockets and fails if it holds
     any, with a sentence naming the host, the container, the number of sockets and both versions.
   - Runs on the host that runs the container, as root, with criu >= 4.0 and python3-pycriu.
+  - With O(runtime=podman) or O(runtime=lxc), it checkpoints the runtime's container O(name) to this host's
+    disk and stops it, for a reboot (C(haul.live.update_in_place)) - Podman's own checkpoint (C(--keep), and
+    its export in O(images_dir)), or for LXC haul.live's dump with LXC's options, then C(lxc-stop -k).
+    M(haul.live.criu_restore) with the same O(runtime) runs it again from there. O(hold) does not apply.
 author:
   - haul.live developers (@haul-live)
 extends_documentation_fragment:
@@ -146,6 +150,15 @@ options:
     type: str
     choices: [sha256, none]
     default: sha256
+  runtime:
+    description:
+      - The runtime that owns the container (docs/runtimes.md). V(lab) - haul.live's own containers, named by
+        O(cgroup) or O(pid).
+      - V(podman) or V(lxc) - that runtime's container O(name), checkpointed to this host's disk and stopped;
+        changed=false when it is stopped with its checkpoint in O(images_dir) already.
+    type: str
+    choices: [lab, podman, lxc]
+    default: lab
   force:
     description: Dump again even when O(images_dir) already holds a complete dump of this container.
     type: bool
@@ -206,6 +219,13 @@ EXAMPLES = r'''
       tls_cacert: /etc/haul/pki/ca.pem
       tls_cert: /etc/haul/pki/node1.pem
       tls_key: /etc/haul/pki/node1.key
+
+- name: Checkpoint the Podman container web2 to this host's disk, and stop it (for a reboot)
+  haul.live.criu_dump:
+    name: web2
+    runtime: podman
+    images_dir: /var/lib/haul/in-place/web2
+    tcp_established: true
 
 - name: Show how long the container was frozen by CRIU
   ansible.builtin.debug:
@@ -339,6 +359,16 @@ from ansible_collections.haul.live.plugins.module_utils._checkpoint import dump_
 from ansible_collections.haul.live.plugins.module_utils._container import container_argspec, page_server_argspec
 from ansible_collections.haul.live.plugins.module_utils._postcopy import lazy_argspec, lazy_dump  # post-copy (issue 5)
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
+from ansible_collections.haul.live.plugins.module_utils._runtimes import registry
+
+
+def checkpoint_local(params, check_mode):
+    """A runtime's container checkpointed to this host's disk, and stopped (update_in_place)."""
+    runtime = registry.runtime(params['runtime'])
+    if check_mode:
+        return {'changed': True, 'name': params['name'], 'runtime': params['runtime'],
+                'msg': 'would checkpoint %s to %s and stop it' % (params['name'], params['images_dir'])}
+    return runtime.checkpoint_local(params)
 
 
 def main():
@@ -355,14 +385,23 @@ def main():
             # --- end post-copy
             checksum=dict(type='str', choices=['sha256', 'none'], default='sha256'),
             force=dict(type='bool', default=False),
+            runtime=dict(type='str', choices=['lab', 'podman', 'lxc'], default='lab'),
         ),
-        required_one_of=[['cgroup', 'pid']],
+        required_one_of=[['cgroup', 'pid', 'name']],
         mutually_exclusive=[['cgroup', 'pid'], ['lazy', 'page_server']],
         supports_check_mode=True,
     )
     check_module(module, name='name', cgroup='cgroup', **{'lazy.address': 'host'})
+    p = module.params
+    if p['runtime'] == 'lab' and not (p['cgroup'] or p['pid']):
+        module.fail_json(msg='options: give cgroup or pid (or runtime podman or lxc with name)', failed_step='options')
+    if p['runtime'] != 'lab' and (p['cgroup'] or p['pid'] or p['lazy'] or p['page_server'] or p['parent_images']):
+        module.fail_json(msg='runtime %s: give name and images_dir (no cgroup, pid, lazy, page_server or '
+                         'parent_images)' % p['runtime'], failed_step='options')
     try:
-        if module.params['lazy']:  # post-copy (issue 5)
+        if p['runtime'] != 'lab':
+            result = checkpoint_local(p, module.check_mode)
+        elif module.params['lazy']:  # post-copy (issue 5)
             result = lazy_dump(module.params, check_mode=module.check_mode, diff=module._diff)
         else:
             result = dump_container(module.params, check_mode=module.check_mode, diff=module._diff)

@@ -111,6 +111,10 @@ options:
         container's directory C(/var/lib/lxc/NAME) (sent by M(haul.live.handoff)), with CRIU's C(leave-stopped)
         set for the restore in C(/etc/criu/default.conf) and the MAC addresses of the config's veths held on
         this host's bridges until the commit. On abort, C(lxc-stop -k) and C(lxc-destroy -f).
+      - V(podman) or V(lxc) without O(handoff) - run the container O(name) again from the checkpoint that
+        M(haul.live.criu_dump) with the same O(runtime) left on this host's disk (C(haul.live.update_in_place)) -
+        Podman's kept checkpoint (C(podman container restore NAME)), else the export in O(images_dir); LXC's
+        C(lxc-checkpoint -r) of O(images_dir). changed=false when it runs already.
     type: str
     choices: [lab, podman, lxc]
     default: lab
@@ -250,6 +254,13 @@ EXAMPLES = r'''
 - name: Show the restored pid
   ansible.builtin.debug:
     msg: "web1 runs as pid {{ restored.pid }}, restored in {{ restored.stats.restore_ms }} ms"
+
+- name: After a reboot, run the Podman container web2 again from its checkpoint on this host's disk
+  haul.live.criu_restore:
+    name: web2
+    runtime: podman
+    images_dir: /var/lib/haul/in-place/web2
+    tcp_established: true
 '''
 
 RETURN = r'''
@@ -397,10 +408,17 @@ def main():
     if module.params['tcp_established'] and module.params['tcp_close']:
         module.fail_json(msg='options: tcp_established and tcp_close are mutually exclusive',
                          failed_step='options')
-    if module.params['runtime'] != 'lab' and (not module.params['handoff'] or module.params['handoff']['lazy']):
-        module.fail_json(msg='runtime %s: only with handoff, and without lazy' % module.params['runtime'],
+    local = module.params['runtime'] != 'lab' and not module.params['handoff']
+    if module.params['runtime'] != 'lab' and ((module.params['handoff'] or {}).get('lazy') or module.params['lazy_pages']
+                                              or not module.params['name']):
+        module.fail_json(msg='runtime %s: give name, without lazy or lazy_pages' % module.params['runtime'],
                          failed_step='options')
     try:
+        if local:
+            runtime = registry.runtime(module.params['runtime'])
+            module.exit_json(**(dict(changed=True, name=module.params['name'], msg='would restore it from %s'
+                                     % module.params['images_dir']) if module.check_mode
+                                else runtime.restore_local(module.params)))
         if module.params['handoff'] and module.check_mode:
             module.exit_json(changed=True, images_dir=module.params['images_dir'], name=module.params['name'],
                              msg='would wait for a handoff from the source, then restore')

@@ -106,6 +106,20 @@ class Runtime(object):
         """What this runtime can do, for container_info and the report."""
         return {'runtime': self.kind, 'strategies': list(self.strategies)}
 
+    # --- a checkpoint on this host's disk, through a reboot (update_in_place) ------------------
+    def checkpoint_local(self, params):
+        """Checkpoint the container ``params['name']`` into ``params['images_dir']``, on this
+        host's disk (it must outlive a reboot), and stop it. Returns the result (``changed``,
+        ``bytes``); ``changed`` is False when it is stopped with its checkpoint there already.
+        A checkpoint that fails leaves the container running."""
+        raise NotImplementedError('%s has no checkpoint to local disk' % self.kind)
+
+    def restore_local(self, params):
+        """Run the container ``params['name']`` again from :meth:`checkpoint_local`'s checkpoint
+        (after the reboot, or to undo an update that stopped before every container was on disk).
+        Returns the result (``changed``, ``pid``); ``changed`` is False when it runs already."""
+        raise NotImplementedError('%s has no restore from local disk' % self.kind)
+
     # --- a held copy on the destination (runtimes whose restore is their own) ------------------
     def copy_removal(self, name):
         """The commands that make this runtime forget a copy of ``name`` on this host."""

@@ -89,6 +89,16 @@ def config_cgroup_dirs(text):
     return out
 
 
+def _dir_bytes(path):
+    """The bytes of the files directly in ``path`` (a checkpoint's images)."""
+    total = 0
+    for entry in os.listdir(path):
+        full = os.path.join(path, entry)
+        if os.path.isfile(full):
+            total += os.path.getsize(full)
+    return total
+
+
 class LxcMoves(object):
     """The LXC steps of a migration (mixed into :class:`LxcRuntime`)."""
 
@@ -156,19 +166,9 @@ class LxcMoves(object):
         except (IOError, OSError) as e:
             raise HaulError('restore', 'no LXC config for %s here: %s' % (name, e))
         _netlock.hold_addresses(name, macs, 'restore')
-        out = os.path.join(images, 'lxc-restore.out')
         try:
             with leave_stopped('default'):
-                # LXC's monitor keeps the caller's stdout and stderr: a file, never a pipe
-                with open(out, 'w') as f:
-                    rc = subprocess.call([self._cmd('lxc-checkpoint'), '-r', '-n', name, '-D', images],  # pylint: disable=ansible-bad-function
-                                         stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                         timeout=RESTORE_TIMEOUT_S)
-            info = self.info(name)
-            if rc != 0 or not info['pid']:
-                raise HaulError('restore', 'lxc-checkpoint -r failed (exit status %s): %s'
-                                % (rc, ' / '.join(_common.log_tail(out, 3) or ['no message'])),
-                                log=os.path.join(images, 'restore.log'))
+                info = self._restore_images(name, images)
             cg = _cgroup.Cgroup.from_pid(info['pid'], step='restore')
         except (HaulError, OSError, subprocess.SubprocessError) as e:
             dirs = self._config_cgroup_dirs(name)
@@ -177,6 +177,58 @@ class LxcMoves(object):
             raise e if isinstance(e, HaulError) else HaulError('restore', 'lxc-checkpoint -r: %s' % e)
         return {'changed': True, 'name': name, 'pid': info['pid'], 'cgroup': cg.path, 'runtime': self.kind,
                 'network': _network.inspect(info['pid'], step='restore')}
+
+    # --- a checkpoint on this host's disk (update_in_place) -------------------------------------
+    def checkpoint_local(self, params):
+        """haul.live's dump (:meth:`dump`, LXC's options), held frozen, then ``lxc-stop -k``: the
+        images are on disk before anything stops. A dump that fails leaves it running."""
+        name = params['name']
+        images = os.path.abspath(params['images_dir'])
+        info = self.info(name) if name in self.names() else None
+        if info is None:
+            raise HaulError('checkpoint', 'LXC has no container %s here' % name)
+        if info['state'] not in LIVE_STATES:
+            if os.path.isfile(os.path.join(images, 'inventory.img')):
+                return {'changed': False, 'name': name, 'runtime': self.kind, 'bytes': _dir_bytes(images),
+                        'msg': '%s is stopped, checkpointed already' % name}
+            raise HaulError('checkpoint', 'LXC container %s is %s, with no checkpoint in %s' % (name, info['state'], images))
+        res = self.dump(dict(params, pid=info['pid'], cgroup=None, hold='frozen'))
+        run([self._cmd('lxc-stop'), '-k', '-n', name], 'stop', timeout=60)
+        return {'changed': True, 'name': name, 'bytes': res.get('bytes'), 'stats': res.get('stats'), 'runtime': self.kind}
+
+    def restore_local(self, params):
+        """``lxc-checkpoint -r`` of the images in ``images_dir``."""
+        name = params['name']
+        images = os.path.abspath(params['images_dir'])
+        info = self.info(name) if name in self.names() else None
+        if info is None:
+            raise HaulError('restore', 'LXC has no container %s here (its directory %s is gone)'
+                            % (name, self.container_dir(name)))
+        if info['state'] in LIVE_STATES:
+            return {'changed': False, 'name': name, 'pid': info['pid'], 'runtime': self.kind, 'msg': '%s runs already' % name}
+        if not os.path.isfile(os.path.join(images, 'inventory.img')):
+            raise HaulError('restore', 'no checkpoint of %s in %s' % (name, images))
+        try:
+            info = self._restore_images(name, images)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise HaulError('restore', 'lxc-checkpoint -r: %s' % e)
+        return {'changed': True, 'name': name, 'pid': info['pid'], 'runtime': self.kind}
+
+    def _restore_images(self, name, images):
+        """``lxc-checkpoint -r`` of ``images``; LXC's answer (:meth:`info`) once it runs, else
+        HaulError naming the tail of its output."""
+        out = os.path.join(images, 'lxc-restore.out')
+        # LXC's monitor keeps the caller's stdout and stderr: a file, never a pipe
+        with open(out, 'w') as f:
+            rc = subprocess.call([self._cmd('lxc-checkpoint'), '-r', '-n', name, '-D', images],  # pylint: disable=ansible-bad-function
+                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                 timeout=RESTORE_TIMEOUT_S)
+        info = self.info(name)
+        if rc != 0 or not info['pid']:
+            raise HaulError('restore', 'lxc-checkpoint -r failed (exit status %s): %s'
+                            % (rc, ' / '.join(_common.log_tail(out, 3) or ['no message'])),
+                            log=os.path.join(images, 'restore.log'))
+        return info
 
     def copy_removal(self, name):
         """The commands that make LXC here forget a copy of ``name`` (:meth:`Runtime.remove_copy`)."""

@@ -270,6 +270,50 @@ class PodmanRuntime(Runtime):
             done['error'] = e.msg
         return done
 
+    # --- a checkpoint on this host's disk (update_in_place) -------------------------------------
+    def checkpoint_local(self, params):
+        """:meth:`dump` into ``images_dir``: Podman stops the container and keeps its checkpoint
+        (``--keep``), and the export in ``images_dir`` is there too, should Podman lose it."""
+        export = os.path.join(os.path.abspath(params['images_dir']), EXPORT)
+        info = self.inspect(params['name'], 'checkpoint')
+        if info is None:
+            raise HaulError('checkpoint', 'Podman has no container %s here' % params['name'])
+        if info['state'] not in LIVE_STATES and os.path.isfile(export):
+            return {'changed': False, 'name': params['name'], 'bytes': os.path.getsize(export), 'runtime': self.kind,
+                    'msg': '%s is stopped, checkpointed already' % params['name']}
+        res = self.dump(params)
+        return {'changed': True, 'name': params['name'], 'bytes': res['bytes'], 'stats': res.get('stats'),
+                'runtime': self.kind}
+
+    def restore_local(self, params):
+        """Podman's restore of its kept checkpoint (``podman container restore NAME``: after a
+        reboot, Podman says the container is no longer checkpointed but restores it), else of the
+        export in ``images_dir`` (the container's record replaced by it)."""
+        name = params['name']
+        tcp = params.get('tcp_established')
+        export = os.path.join(os.path.abspath(params['images_dir']), EXPORT)
+        info = self.inspect(name, 'restore')
+        if info is not None and info['state'] in LIVE_STATES:
+            return {'changed': False, 'name': name, 'pid': info['pid'], 'runtime': self.kind,
+                    'msg': '%s runs already' % name}
+        first = None
+        if info is not None:
+            try:
+                out = run(self.restore_argv(name=name, tcp_established=tcp), 'restore', timeout=STEP_TIMEOUT_S)
+            except HaulError as e:
+                first, out = e.cause, None
+        if first is not None or info is None:
+            if not os.path.isfile(export):
+                raise HaulError('restore', 'no checkpoint of %s to restore: %s, and no export %s'
+                                % (name, first or 'Podman has no such container', export))
+            if info is not None:
+                self.remove(name, 'restore')
+            out = run(self.restore_argv(export=export, tcp_established=tcp), 'restore', timeout=STEP_TIMEOUT_S)
+        now = self.inspect(name, 'restore')
+        if not now or now['state'] not in LIVE_STATES:
+            raise HaulError('restore', 'Podman restored %s but it is %s' % (name, (now or {}).get('state') or 'gone'))
+        return {'changed': True, 'name': name, 'pid': now['pid'], 'runtime': self.kind, 'stats': parse_stats(out)}
+
     # --- the destination's steps ---------------------------------------------------------------
     def prepare_receive(self, params):
         """Before the destination says waiting: what a restore of the source's container

@@ -7,7 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import pytest
+
 from ansible_collections.haul.live.plugins.module_utils import _checkpoint
+from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._criu_options import CriuOptions
 from ansible_collections.haul.live.plugins.module_utils._runtimes import lxc
 
@@ -76,3 +79,40 @@ def test_lxc_dump_options_reach_criu():
 
 def test_lxc_moves_through_haul_lives_own_source():
     assert lxc.LxcRuntime().own_source is False
+
+
+def _lxc(monkeypatch, state, pid=0):
+    rt = lxc.LxcRuntime()
+    calls = []
+    monkeypatch.setattr(rt, 'names', lambda: ['lx1'])
+    monkeypatch.setattr(rt, 'info', lambda name: {'state': state, 'pid': pid})
+    monkeypatch.setattr(lxc, 'run', lambda argv, step, timeout=0: calls.append(argv) or '')
+    monkeypatch.setattr(rt, 'dump', lambda params: calls.append(('dump', params['pid'], params['hold'], params['cgroup']))
+                        or {'bytes': 99})
+    return rt, calls
+
+
+def test_checkpoint_local_dumps_held_frozen_then_stops_it(monkeypatch, tmp_path):
+    rt, calls = _lxc(monkeypatch, 'running', 4242)
+    res = rt.checkpoint_local({'name': 'lx1', 'images_dir': str(tmp_path), 'cgroup': None})
+    assert res['changed'] and res['bytes'] == 99
+    # the images are on disk before anything stops
+    assert calls[0] == ('dump', 4242, 'frozen', None)
+    assert calls[1][0].endswith('lxc-stop') and calls[1][1:] == ['-k', '-n', 'lx1'] and len(calls) == 2
+
+
+def test_checkpoint_local_of_a_stopped_container(monkeypatch, tmp_path):
+    rt, calls = _lxc(monkeypatch, 'stopped')
+    with pytest.raises(HaulError, match='is stopped, with no checkpoint'):
+        rt.checkpoint_local({'name': 'lx1', 'images_dir': str(tmp_path)})
+    (tmp_path / 'inventory.img').write_bytes(b'12345')
+    res = rt.checkpoint_local({'name': 'lx1', 'images_dir': str(tmp_path)})
+    assert res['changed'] is False and res['bytes'] == 5 and calls == []
+
+
+def test_restore_local_is_idempotent_and_needs_the_images(monkeypatch, tmp_path):
+    rt, _calls = _lxc(monkeypatch, 'running', 4242)
+    assert rt.restore_local({'name': 'lx1', 'images_dir': str(tmp_path)})['changed'] is False
+    rt, _calls = _lxc(monkeypatch, 'stopped')
+    with pytest.raises(HaulError, match='no checkpoint of lx1 in'):
+        rt.restore_local({'name': 'lx1', 'images_dir': str(tmp_path)})

@@ -160,3 +160,62 @@ def test_hold_script_and_input():
     with pytest.raises(HaulError):
         _netlock.hold_addresses('pm1', ['02:48:c6:12:00'])
     assert _netlock.hold_addresses('pm1', []) == []
+
+
+def _local(monkeypatch, states, fail_by_name=False):
+    """A PodmanRuntime whose Podman answers from ``states`` (a list of inspect answers, one per call)."""
+    rt = podman.PodmanRuntime()
+    calls = []
+
+    def fake_run(argv, step, timeout=0):
+        calls.append(argv)
+        if fail_by_name and argv[-1] == 'pm1' and 'restore' in argv:
+            raise HaulError(step, 'exit status 125: no checkpoint found')
+        return '{}'
+    monkeypatch.setattr(podman, 'run', fake_run)
+    monkeypatch.setattr(rt, 'inspect', lambda name, step='discover': states.pop(0))
+    monkeypatch.setattr(rt, 'remove', lambda name, step='remove': calls.append(['rm', name]) or True)
+    return rt, calls
+
+
+def test_restore_local_from_podmans_kept_checkpoint_after_a_reboot(monkeypatch, tmp_path):
+    # after a reboot Podman says "not checkpointed", and restores it by name all the same
+    exited = dict(podman.parse_inspect(INSPECT), state='exited', checkpointed=False, pid=0)
+    rt, calls = _local(monkeypatch, [exited, podman.parse_inspect(INSPECT)])
+    res = rt.restore_local({'name': 'pm1', 'images_dir': str(tmp_path), 'tcp_established': True})
+    assert res['changed'] and res['pid'] == 777
+    assert calls == [['podman', 'container', 'restore', '--print-stats', '--tcp-established', 'pm1']]
+
+
+def test_restore_local_falls_back_to_the_export(monkeypatch, tmp_path):
+    (tmp_path / podman.EXPORT).write_text('tar')
+    exited = dict(podman.parse_inspect(INSPECT), state='exited', pid=0)
+    rt, calls = _local(monkeypatch, [exited, podman.parse_inspect(INSPECT)], fail_by_name=True)
+    res = rt.restore_local({'name': 'pm1', 'images_dir': str(tmp_path)})
+    assert res['changed']
+    assert calls[1] == ['rm', 'pm1']
+    assert calls[2][-1] == '--import=%s' % (tmp_path / podman.EXPORT)
+
+
+def test_restore_local_is_idempotent_and_says_what_is_missing(monkeypatch, tmp_path):
+    rt, calls = _local(monkeypatch, [podman.parse_inspect(INSPECT)])
+    assert rt.restore_local({'name': 'pm1', 'images_dir': str(tmp_path)})['changed'] is False
+    assert calls == []
+    rt, calls = _local(monkeypatch, [None])
+    with pytest.raises(HaulError, match='no checkpoint of pm1 to restore: Podman has no such container, and no export'):
+        rt.restore_local({'name': 'pm1', 'images_dir': str(tmp_path)})
+
+
+def test_checkpoint_local(monkeypatch, tmp_path):
+    rt, _calls = _local(monkeypatch, [podman.parse_inspect(INSPECT)])
+    monkeypatch.setattr(rt, 'dump', lambda params: {'bytes': 1234, 'stats': {}})
+    res = rt.checkpoint_local({'name': 'pm1', 'images_dir': str(tmp_path)})
+    assert res['changed'] and res['bytes'] == 1234 and res['runtime'] == 'podman'
+    # stopped, with its export there: checkpointed already
+    (tmp_path / podman.EXPORT).write_text('tar')
+    rt, _calls = _local(monkeypatch, [dict(podman.parse_inspect(INSPECT), state='exited', pid=0)])
+    res = rt.checkpoint_local({'name': 'pm1', 'images_dir': str(tmp_path)})
+    assert res['changed'] is False and res['bytes'] == 3
+    rt, _calls = _local(monkeypatch, [None])
+    with pytest.raises(HaulError, match='Podman has no container pm1 here'):
+        rt.checkpoint_local({'name': 'pm1', 'images_dir': str(tmp_path)})
