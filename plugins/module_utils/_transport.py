@@ -172,6 +172,13 @@ def preferred_ciphers(cpuinfo='/proc/cpuinfo'):
     return None
 
 
+def jump_argspec():
+    """The ``jump`` option of the modules that reach the destination over SSH (doc fragment
+    ``haul.live.jump``)."""
+    return dict(type='dict', options=dict(host=dict(type='str', required=True), port=dict(type='int'),
+                                          user=dict(type='str', default='root')))
+
+
 class SshTarget(object):
     """A destination host reached over SSH.
 
@@ -192,16 +199,26 @@ class SshTarget(object):
         host that dies during a transfer is noticed.
     :param ciphers: ``Ciphers`` list; ``auto`` (the default): :func:`preferred_ciphers`; None:
         ssh's default. A ``Ciphers=`` in ``options`` wins.
+    :param jump: a jump host, ``{'host': ..., 'port': ..., 'user': ...}`` (user default root),
+        reached with the same key and known_hosts file and used only to open the connection to
+        the destination (``ssh -W``, as ``ProxyCommand``: the options given here would not reach
+        a ``ProxyJump`` hop). None: the destination is reached directly.
 
     Every command line it builds ends ssh's options with ``--`` before the destination.
     """
 
     def __init__(self, host, user='root', port=None, key=None, options=None, batch_mode=True,
                  strict_host_key_checking='yes', connect_timeout=10, server_alive_interval=5,
-                 ssh_bin='ssh', ciphers='auto', known_hosts=None):
+                 ssh_bin='ssh', ciphers='auto', known_hosts=None, jump=None):
         if not host:
             raise HaulError('sync', 'no destination host given')
-        problems = _validate.problems([('host', host)] + ([('user', user)] if user else []))
+        jump = dict(jump or {})
+        if jump and not jump.get('host'):
+            raise HaulError('sync', 'a jump host needs its host')
+        jump_checks = [('host', jump['host'])] + ([('user', jump.get('user') or 'root')]) if jump else []
+        problems = _validate.problems([('host', host)] + ([('user', user)] if user else []) + jump_checks)
+        if jump and _validate.port_problem(jump.get('port') or 0):
+            problems.append('the jump host\'s ' + _validate.port_problem(jump.get('port') or 0))
         for opt in options or []:
             problem = _validate.ssh_option_problem(opt)
             if problem:
@@ -225,7 +242,21 @@ class SshTarget(object):
         self.server_alive_interval = server_alive_interval
         self.ssh_bin = ssh_bin
         self.ciphers = preferred_ciphers() if ciphers == 'auto' else ciphers
+        self.jump = jump or None
         self._builder = CmdBuilder(ssh_bin, _SSH_FORMATS, _SSH_ORDER)
+
+    def proxy_command(self):
+        """The ``ProxyCommand`` that reaches the destination through :attr:`jump` (ssh runs it
+        with a shell: every word quoted), or None."""
+        if not self.jump:
+            return None
+        hop = self._builder.build(
+            key=self.key, port=self.jump.get('port') or None, batch_mode=self.batch_mode,
+            strict_host_key_checking=self.strict_host_key_checking, known_hosts=self.known_hosts,
+            connect_timeout=self.connect_timeout, server_alive_interval=self.server_alive_interval,
+            server_alive_count_max=3 if self.server_alive_interval else None)
+        login = '%s@%s' % (self.jump.get('user') or 'root', self.jump['host'])
+        return ' '.join(_quote(a) for a in hop + ['-W', '%h:%p', '--', login])
 
     @property
     def login(self):
@@ -242,8 +273,9 @@ class SshTarget(object):
 
     def ssh_argv(self):
         """The ssh command and its options, without the host."""
+        proxy = self.proxy_command()
         return self._builder.build(
-            options=self.options or None,
+            options=(self.options + (['ProxyCommand=' + proxy] if proxy else [])) or None,
             key=self.key,
             port=self.port,
             batch_mode=self.batch_mode,

@@ -256,6 +256,7 @@ options:
 extends_documentation_fragment:
   - haul.live.attributes
   - haul.live.container
+  - haul.live.jump
 attributes:
   check_mode:
     support: full
@@ -471,6 +472,7 @@ def main():
             ssh_port=dict(type='int'),
             ssh_options=dict(type='list', elements='str', default=[]),
             known_hosts=dict(type='path'),
+            jump=_transport.jump_argspec(),
             connect_timeout=dict(type='int', default=10),
             timeout=dict(type='int', default=300),
             timeouts=dict(type='dict', options=dict(
@@ -497,7 +499,7 @@ def main():
         supports_check_mode=True,
     )
     check_module(module, name='name', cgroup='cgroup', handoff_id='id', dest_host='host', dest_user='user',
-                 ssh_options='ssh_option', **{'lazy.address': 'host'})
+                 ssh_options='ssh_option', **{'lazy.address': 'host', 'jump.host': 'host', 'jump.user': 'user'})
     p = module.params
     dump_fn = lazy_dump if p['lazy'] else dump_container
     if p['runtime'] != 'lab':

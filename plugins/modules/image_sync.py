@@ -161,6 +161,7 @@ options:
     type: path
 extends_documentation_fragment:
   - haul.live.attributes
+  - haul.live.jump
 attributes:
   check_mode:
     support: full
@@ -341,7 +342,7 @@ from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._progress import ProgressFile, run_streaming
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
 from ansible_collections.haul.live.plugins.module_utils._transport import (
-    MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, probe_link, verify_manifest_remote)
+    MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, jump_argspec, probe_link, verify_manifest_remote)
 
 
 def probe(module, target):
@@ -368,6 +369,7 @@ def main():
             ssh_port=dict(type='int', default=22),
             ssh_options=dict(type='list', elements='str', default=[]),
             known_hosts=dict(type='path'),
+            jump=jump_argspec(),
             strict_host_key_checking=dict(type='str', choices=['yes'], default='yes'),
             connect_timeout=dict(type='int', default=10),
             bwlimit_kib=dict(type='int'),
@@ -385,7 +387,8 @@ def main():
         required_if=[('probe_bytes', 0, ('src', 'dest'))],
         supports_check_mode=True,
     )
-    check_module(module, dest_host='host', dest_user='user', ssh_options='ssh_option')
+    check_module(module, dest_host='host', dest_user='user', ssh_options='ssh_option',
+                 **{'jump.host': 'host', 'jump.user': 'user'})
     p = module.params
     start = time.time()
     try:
@@ -394,7 +397,7 @@ def main():
         if p['probe_bytes']:
             probe(module, SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
                                     options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
-                                    connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts']))
+                                    connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts'], jump=p['jump']))
         rsync = module.get_bin_path('rsync')
         if not rsync:
             raise HaulError('sync', 'rsync is not installed on this host (install the rsync package)')
@@ -403,7 +406,7 @@ def main():
                             'set verify=false to copy a plain directory' % (MANIFEST, p['src']))
         target = SshTarget(p['dest_host'], user=p['dest_user'], port=p['ssh_port'], key=p['ssh_key'],
                            options=p['ssh_options'], strict_host_key_checking=p['strict_host_key_checking'],
-                           connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts'])
+                           connect_timeout=p['connect_timeout'], known_hosts=p['known_hosts'], jump=p['jump'])
         progress = ProgressFile(p['progress_file']) if p['progress_file'] else None
         runner = RsyncRunner(module.run_command, target, bwlimit_kib=p['bwlimit_kib'], timeout=p['timeout'],
                              rsync_bin=rsync, compress=p['compress'],

@@ -219,7 +219,8 @@ def send_container(params, run_command, dump_fn, cgroup_mod, images_mod, transpo
     target = transport_mod.SshTarget(
         params['dest_host'], user=params.get('dest_user') or 'root', port=params.get('ssh_port'),
         key=params.get('ssh_key'), options=list(params.get('ssh_options') or []) + cm.options(),
-        connect_timeout=params.get('connect_timeout') or 10, known_hosts=params.get('known_hosts'))
+        connect_timeout=params.get('connect_timeout') or 10, known_hosts=params.get('known_hosts'),
+        jump=params.get('jump'))
     relay = src.relay = protocol.Relay(target, protocol.control_dir(src.dest_images, src.id), params['timeout'] * 4)
     src.rsync = transport_mod.RsyncRunner(run_command, target, bwlimit_kib=params.get('bwlimit_kib'),
                                           timeout=timeouts['transfer'])

@@ -543,3 +543,33 @@ def test_ciphers_option_and_user_override():
                              ciphers='aes128-gcm@openssh.com')
     argv = t.ssh_argv()
     assert argv.index('Ciphers=chacha20-poly1305@openssh.com') < argv.index('Ciphers=aes128-gcm@openssh.com')
+
+
+def test_a_jump_host_is_a_proxy_command_with_the_same_key_and_pinned_keys():
+    t = SshTarget('198.18.0.12', key='/root/.ssh/haul live', port=2222, known_hosts='/root/.ssh/kh',
+                  jump={'host': '198.18.0.13', 'port': 22})
+    argv = t.ssh_argv()
+    proxy = [a for a in argv if a.startswith('ProxyCommand=')]
+    assert len(proxy) == 1 and argv[argv.index(proxy[0]) - 1] == '-o'
+    # ssh runs it through a shell: each word quoted, the hop ends with -W to the destination
+    hop = shlex.split(proxy[0][len('ProxyCommand='):])
+    assert hop[0] == 'ssh' and hop[-4:] == ['-W', '%h:%p', '--', 'root@198.18.0.13']
+    assert ['-i', '/root/.ssh/haul live'] == hop[1:3] and ['-p', '22'] == hop[3:5]
+    for o in ('BatchMode=yes', 'StrictHostKeyChecking=yes', 'UserKnownHostsFile=/root/.ssh/kh'):
+        assert o in hop
+    # the destination's own port stays on the outer ssh; rsync's -e splits it back the same way
+    assert ['-p', '2222'] == argv[argv.index('-p'):argv.index('-p') + 2]
+    assert shlex.split(t.rsh()) == argv
+    assert SshTarget('h').proxy_command() is None
+
+
+@pytest.mark.parametrize('jump,why', [
+    ({'host': '-oProxyCommand=x'}, "starts with '-'"),
+    ({'host': 'j', 'user': 'a b'}, 'user'),
+    ({'host': 'j', 'port': 70000}, "jump host's port"),
+    ({'port': 22}, 'needs its host'),
+])
+def test_a_bad_jump_host_is_refused(jump, why):
+    with pytest.raises(HaulError) as e:
+        SshTarget('h', jump=jump)
+    assert why in e.value.msg
