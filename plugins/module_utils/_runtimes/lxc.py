@@ -21,6 +21,7 @@ from ansible_collections.haul.live.plugins.module_utils import _cgroup
 from ansible_collections.haul.live.plugins.module_utils import _checkpoint
 from ansible_collections.haul.live.plugins.module_utils import _common
 from ansible_collections.haul.live.plugins.module_utils import _discovery
+from ansible_collections.haul.live.plugins.module_utils import _images
 from ansible_collections.haul.live.plugins.module_utils import _netlock
 from ansible_collections.haul.live.plugins.module_utils import _network
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
@@ -87,16 +88,6 @@ def config_cgroup_dirs(text):
         if sep and key.strip() in CGROUP_DIR_KEYS and value and '..' not in value.split('/') and value not in out:
             out.append(value)
     return out
-
-
-def _dir_bytes(path):
-    """The bytes of the files directly in ``path`` (a checkpoint's images)."""
-    total = 0
-    for entry in os.listdir(path):
-        full = os.path.join(path, entry)
-        if os.path.isfile(full):
-            total += os.path.getsize(full)
-    return total
 
 
 class LxcMoves(object):
@@ -184,23 +175,27 @@ class LxcMoves(object):
         images are on disk before anything stops. A dump that fails leaves it running."""
         name = params['name']
         images = os.path.abspath(params['images_dir'])
-        info = self.info(name) if name in self.names() else None
+        info = self._info_if_known(name)
         if info is None:
             raise HaulError('checkpoint', 'LXC has no container %s here' % name)
         if info['state'] not in LIVE_STATES:
             if os.path.isfile(os.path.join(images, 'inventory.img')):
-                return {'changed': False, 'name': name, 'runtime': self.kind, 'bytes': _dir_bytes(images),
+                return {'changed': False, 'name': name, 'runtime': self.kind, 'bytes': _images.images_bytes(images),
                         'msg': '%s is stopped, checkpointed already' % name}
             raise HaulError('checkpoint', 'LXC container %s is %s, with no checkpoint in %s' % (name, info['state'], images))
         res = self.dump(dict(params, pid=info['pid'], cgroup=None, hold='frozen'))
         run([self._cmd('lxc-stop'), '-k', '-n', name], 'stop', timeout=60)
         return {'changed': True, 'name': name, 'bytes': res.get('bytes'), 'stats': res.get('stats'), 'runtime': self.kind}
 
+    def _info_if_known(self, name):
+        """LXC's :meth:`info` of ``name``, or None when LXC has no such container here."""
+        return self.info(name) if name in self.names() else None
+
     def restore_local(self, params):
         """``lxc-checkpoint -r`` of the images in ``images_dir``."""
         name = params['name']
         images = os.path.abspath(params['images_dir'])
-        info = self.info(name) if name in self.names() else None
+        info = self._info_if_known(name)
         if info is None:
             raise HaulError('restore', 'LXC has no container %s here (its directory %s is gone)'
                             % (name, self.container_dir(name)))
