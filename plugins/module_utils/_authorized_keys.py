@@ -83,7 +83,8 @@ def read_lines(path):
 
 
 def write_lines(path, lines):
-    """Replace ``path`` atomically with ``lines`` (mode 0600, the directory's owner kept by root)."""
+    """Replace ``path`` atomically with ``lines`` (mode 0600, owned by the owner of its directory:
+    root for /root/.ssh, the user for a user's own)."""
     tmp = '%s.haul-tmp.%d' % (path, os.getpid())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -91,6 +92,9 @@ def write_lines(path, lines):
             f.write(''.join(line + '\n' for line in lines))
             f.flush()
             os.fsync(f.fileno())
+        # a user's own file must be theirs (sshd's StrictModes): the owner of its .ssh directory
+        parent = os.stat(os.path.dirname(os.path.abspath(path)))
+        os.chown(tmp, parent.st_uid, parent.st_gid)
         os.rename(tmp, path)
     except (IOError, OSError) as e:
         try:

@@ -199,6 +199,9 @@ class SshTarget(object):
         host that dies during a transfer is noticed.
     :param ciphers: ``Ciphers`` list; ``auto`` (the default): :func:`preferred_ciphers`; None:
         ssh's default. A ``Ciphers=`` in ``options`` wins.
+    :param user: (above) any user but root runs every remote command through ``sudo -n``
+        (:attr:`sudo`): the images and root filesystems belong to root on the destination, so
+        that user needs passwordless sudo there (docs/install.md).
     :param jump: a jump host, ``{'host': ..., 'port': ..., 'user': ...}`` (user default root),
         reached with the same key and known_hosts file and used only to open the connection to
         the destination (``ssh -W``, as ``ProxyCommand``: the options given here would not reach
@@ -259,6 +262,11 @@ class SshTarget(object):
         return ' '.join(_quote(a) for a in hop + ['-W', '%h:%p', '--', login])
 
     @property
+    def sudo(self):
+        """The remote commands' prefix: ``['sudo', '-n', '--']`` for a user other than root."""
+        return ['sudo', '-n', '--'] if self.user and self.user != 'root' else []
+
+    @property
     def login(self):
         """``user@host`` (IPv6 addresses in brackets for rsync)."""
         host = self.host
@@ -296,7 +304,7 @@ class SshTarget(object):
 
     def remote_argv(self, remote_args):
         """argv running ``remote_args`` (a list, quoted for the remote shell) on the host."""
-        return self.ssh_argv() + ['--', self.login, ' '.join(_quote(str(a)) for a in remote_args)]
+        return self.ssh_argv() + ['--', self.login, ' '.join(_quote(str(a)) for a in self.sudo + list(remote_args))]
 
     def control_argv(self, command):
         """argv sending a ControlMaster ``command`` (``exit``, ``check``) for this host."""
@@ -504,12 +512,13 @@ class RsyncRunner(object):
         missing parents are created (with ``mkdir_mode`` for DEST itself when given; rsync then
         gives DEST the mode of SRC).
         """
-        rsync_path = None
+        sudo = ' '.join(self.target.sudo[:2])
+        rsync_path = ('%s rsync' % sudo) if sudo else None
         if not dry_run:
-            mk = ['mkdir', '-p']
+            mk = ([sudo] if sudo else []) + ['mkdir', '-p']
             if mkdir_mode:
                 mk += ['-m', mkdir_mode]
-            rsync_path = '%s %s && rsync' % (' '.join(mk), _quote(dest))
+            rsync_path = '%s %s && %s' % (' '.join(mk), _quote(dest), rsync_path or 'rsync')
         return self.builder.build(
             archive=True, sparse=not fresh or None, hard_links=True, xattrs=True, acls=acls or None, numeric_ids=True,
             delete=delete or None,

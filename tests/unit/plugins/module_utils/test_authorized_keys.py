@@ -64,3 +64,16 @@ def test_parallel_changes_lose_nothing(tmp_path):
     lines = keys.read_lines(path)
     assert OTHER in lines
     assert sorted(lines) == sorted([OTHER] + [line('ct%d' % i, mid='m2') for i in range(24)])
+
+
+def test_a_users_file_stays_theirs(tmp_path):
+    import os
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a directory to another user')
+    ssh = tmp_path / 'home' / '.ssh'
+    ssh.mkdir(parents=True)
+    os.chown(str(ssh), 4321, 4321)
+    path = str(ssh / 'authorized_keys')
+    keys.change(path, 'ct1', line='restrict ssh-ed25519 AAAA haul.live ct1 m1')
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4321, 4321, 0o600)

@@ -573,3 +573,16 @@ def test_a_bad_jump_host_is_refused(jump, why):
     with pytest.raises(HaulError) as e:
         SshTarget('h', jump=jump)
     assert why in e.value.msg
+
+
+def test_a_user_other_than_root_runs_every_remote_command_through_sudo():
+    t = SshTarget('n2', user='haul')
+    assert t.remote_argv(['python3', '-', '/a b'])[-1] == "sudo -n -- python3 - '/a b'"
+    assert t.remote_argv(['python3'])[-2] == 'haul@n2'
+    argv = RsyncRunner(None, t).argv('/imgs', '/var/lib/haul/images/ct1', mkdir_mode='0700')
+    assert '--rsync-path=sudo -n mkdir -p -m 0700 /var/lib/haul/images/ct1 && sudo -n rsync' in argv
+    assert '--rsync-path=sudo -n rsync' in RsyncRunner(None, t).argv('/a', '/b', dry_run=True)
+    # root: no sudo, as before
+    root = SshTarget('n2')
+    assert root.sudo == [] and root.remote_argv(['true'])[-1] == 'true'
+    assert '--rsync-path=mkdir -p /b && rsync' in RsyncRunner(None, root).argv('/a', '/b')
