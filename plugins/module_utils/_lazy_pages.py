@@ -24,7 +24,7 @@ import subprocess
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
-from ansible_collections.haul.live.plugins.module_utils import _network, _restore
+from ansible_collections.haul.live.plugins.module_utils import _images, _network, _restore
 from ansible_collections.haul.live.plugins.module_utils._criu import telling_error
 from ansible_collections.haul.live.plugins.module_utils._postcopy import security_of
 from ansible_collections.haul.live.plugins.module_utils._proc import kill_tree, open_pidfd, pid_alive, proc_cmdline, tcp_connected, wait_pid_exit
@@ -59,6 +59,23 @@ def lazy_pages_argv(criu_path, images_dir, address, port, status_fd, tls=True, t
     elif any((tls_cacert, tls_cert, tls_key)):
         raise HaulError('options', 'tls_cacert, tls_cert or tls_key given with tls false')
     return argv
+
+
+def remove_unserved(images_dirs, migration_id=None, check_mode=False):
+    """Remove the images directories of ``images_dirs`` that haul.live made (their marker; of
+    ``migration_id`` when given), except one that a lazy-pages daemon still serves a restored
+    container from. Returns (removed paths, kept [{path, why}])."""
+    removed, kept = [], []
+    for d in images_dirs:
+        if find_lazy_pages(d):
+            kept.append({'path': d, 'why': 'a lazy-pages daemon still serves the container from %s' % d})
+            continue
+        done, why = _images.remove_ours(d, migration_id=migration_id, check_mode=check_mode)
+        if done:
+            removed.append(d)
+        elif why:
+            kept.append({'path': d, 'why': why})
+    return removed, kept
 
 
 def find_lazy_pages(images_dir):

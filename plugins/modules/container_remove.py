@@ -101,7 +101,7 @@ kept:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _cgroup, _images, _lazy_pages
+from ansible_collections.haul.live.plugins.module_utils import _cgroup, _lazy_pages
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._discovery import container_state
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
@@ -142,15 +142,8 @@ def main():
             killed = cg.kill(timeout=p['timeout'], check_mode=check)
             if cg.remove(check_mode=check):
                 removed.append(cg.path)
-        for d in p['images_dirs']:
-            if _lazy_pages.find_lazy_pages(d):
-                kept.append({'path': d, 'why': 'a lazy-pages daemon still serves the container from %s' % d})
-                continue
-            done, why = _images.remove_ours(d, migration_id=p['migration_id'], check_mode=check)
-            if done:
-                removed.append(d)
-            elif why:
-                kept.append({'path': d, 'why': why})
+        gone, kept = _lazy_pages.remove_unserved(p['images_dirs'], migration_id=p['migration_id'], check_mode=check)
+        removed.extend(gone)
     except HaulError as e:
         fail(module, e, removed=removed, kept=kept)
     except OSError as e:

@@ -26,6 +26,8 @@ description:
     a reboot or C(umount) ends it. A lock file serializes two migrations that prepare one host at once.
   - When that cannot be, O(tmpfs=auto) leaves the images on disk and says why in RV(note);
     O(tmpfs=true) fails and names the reason.
+  - With O(clear), first removes the images directories that earlier runs left, in the same step
+    (only those haul.live made, as M(haul.live.container_remove) does).
 author:
   - haul.live developers (@haul-live)
 options:
@@ -44,6 +46,13 @@ options:
     description: The memory of the container that is about to move (its images are about as large).
     type: int
     default: 0
+  clear:
+    description:
+      - Images directories to remove first - only those with haul.live's marker, and never one that a
+        lazy-pages daemon still serves a restored container from (those are kept, see RV(kept)).
+    type: list
+    elements: path
+    default: []
 extends_documentation_fragment:
   - haul.live.attributes
 attributes:
@@ -64,6 +73,11 @@ EXAMPLES = r'''
 - name: Put the images of web1 (512 MiB) on a tmpfs when the memory allows it
   haul.live.images_root:
     root: /var/lib/haul/images
+    memory_bytes: 536870912
+
+- name: Remove what earlier migrations of web1 left, then prepare the root
+  haul.live.images_root:
+    clear: [/var/lib/haul/images/web1, /var/lib/haul/images/web1.handoff]
     memory_bytes: 536870912
 
 - name: Refuse to write images on a disk
@@ -105,10 +119,20 @@ note:
   description: Where the images go and why (for example why they stay on disk).
   returned: always
   type: str
+removed:
+  description: The directories of O(clear) removed.
+  returned: always
+  type: list
+  elements: str
+kept:
+  description: The directories of O(clear) kept, each with why (not haul.live's, or served by lazy pages).
+  returned: always
+  type: list
+  elements: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.haul.live.plugins.module_utils import _images
+from ansible_collections.haul.live.plugins.module_utils import _images, _lazy_pages
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
 
 
@@ -118,15 +142,22 @@ def main():
             root=dict(type='path', default='/var/lib/haul/images'),
             tmpfs=dict(type='str', default='auto', choices=['auto', 'true', 'false']),
             memory_bytes=dict(type='int', default=0),
+            clear=dict(type='list', elements='path', default=[]),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    removed, kept = [], []
     try:
+        removed, kept = _lazy_pages.remove_unserved(p['clear'], check_mode=module.check_mode)
         res = _images.prepare_root(p['root'], tmpfs=p['tmpfs'], memory_bytes=p['memory_bytes'],
                                    check_mode=module.check_mode)
     except HaulError as e:
-        fail(module, e, root=p['root'])
+        fail(module, e, root=p['root'], removed=removed, kept=kept)
+    except OSError as e:
+        fail(module, HaulError('images', 'cannot remove %s: %s' % (getattr(e, 'filename', None) or 'an images directory',
+                                                                   e.strerror or e)), removed=removed, kept=kept)
+    res.update(removed=removed, kept=kept, changed=bool(res.get('changed') or removed))
     module.exit_json(**res)
 
 
