@@ -13,6 +13,8 @@ ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 # git and shellcheck for ansible-test sanity).
 APT_PACKAGES := ca-certificates git openssh-client rsync debootstrap debian-archive-keyring \
 	gcc libc6-dev iproute2 nftables procps python3 python3-venv shellcheck
+# What the VM lab (tests/vmlab/vmlab, docs/vmlab.md) needs besides: QEMU (TCG) and mkfs.ext4.
+VMLAB_APT_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs
 
 # The newest Python >= 3.11 on the machine: pyenv's versions first, then the system's.
 # pyenv's shims are skipped (they fail for versions that are not pyenv's global one).
@@ -39,6 +41,7 @@ COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/haul/live
 ANSIBLE_TEST_COPY := $(BUILD)/ansible-test/ansible_collections/haul/live
 OUTPUT := $(ROOT)/tests/output
 LAB := $(ROOT)/tests/lab/lab
+VMLAB := $(ROOT)/tests/vmlab/vmlab
 
 # ansible-test bootstraps pip in its venvs with a script it downloads from a host we cannot
 # reach; it uses a cached copy if there is one. tests/sanity/pip_bootstrap.py stands in for it.
@@ -59,7 +62,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv venv-stamp install collection sanity lint units integration test bench-fleet \
-	lab-up lab-down demo bench soak changelog freeze clean distclean python test-long units-floor
+	lab-up lab-down vmlab-up vmlab-down demo bench soak changelog freeze clean distclean python test-long units-floor
 
 help:
 	@echo 'haul.live make targets:'
@@ -74,6 +77,8 @@ help:
 	@echo '  test-long    the long fault-matrix targets only (not part of make test)'
 	@echo '  lab-up       tests/lab/lab up'
 	@echo '  lab-down     tests/lab/lab down'
+	@echo '  vmlab-up     tests/vmlab/vmlab up: two QEMU VMs with stock Debian kernels (docs/vmlab.md)'
+	@echo '  vmlab-down   tests/vmlab/vmlab down'
 	@echo '  bench        tests/bench/run (not part of make test); SOAK=N: the soak instead'
 	@echo '  soak         tests/bench/soak: 100 ping-pong migrations with faults (SOAK=N for another count)'
 	@echo '  changelog    antsibull-changelog lint'
@@ -86,16 +91,21 @@ python:
 ## ---- installation -------------------------------------------------------------------
 
 # apt runs only when a package is missing, so repeated runs are fast.
+# $(call APT_ENSURE,PACKAGES): apt-get install what is missing (as root), nothing when all are there.
+define APT_ENSURE
+@missing=; for p in $(1); do \
+  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" != 0 ]; then echo "haul.live: missing Debian packages:$$missing (run as root)" >&2; exit 1; fi; \
+  echo "haul.live: installing Debian packages:$$missing"; \
+  export DEBIAN_FRONTEND=noninteractive; \
+  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+fi
+endef
+
 deps:
-	@missing=; for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "haul.live: missing Debian packages:$$missing (run as root)" >&2; exit 1; fi; \
-	  echo "haul.live: installing Debian packages:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	$(call APT_ENSURE,$(APT_PACKAGES))
 
 # A sub-make, so that $(PYTHON) is chosen after deps has installed python3-venv.
 venv: deps
@@ -290,6 +300,13 @@ lab-up: deps
 
 lab-down:
 	$(LAB) down
+
+vmlab-up: deps
+	$(call APT_ENSURE,$(VMLAB_APT_PACKAGES))
+	$(VMLAB) up
+
+vmlab-down:
+	$(VMLAB) down
 
 demo: install
 	@test -x $(ROOT)/tests/lab/demo.sh || { echo "haul.live: tests/lab/demo.sh is missing" >&2; exit 1; }

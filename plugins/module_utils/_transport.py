@@ -322,6 +322,11 @@ _RSYNC_FORMATS = dict(
     xattrs=ArgFormat.as_bool('--xattrs'),
     acls=ArgFormat.as_bool('--acls'),
     numeric_ids=ArgFormat.as_bool('--numeric-ids'),
+    # rsync's quick check compares modification times in whole seconds by default: a file rewritten
+    # in place (same size) within the second its earlier version was copied would be called
+    # unchanged, and the destination would keep the old contents (a database's data file: seen as
+    # a duplicate key in PostgreSQL after a move). -1 compares them to the nanosecond (rsync >= 3.1.3).
+    modify_window=ArgFormat.as_bool('--modify-window=-1'),
     delete=ArgFormat.as_bool('--delete'),
     compress=ArgFormat.as_bool('--compress'),
     protect=lambda v: ['--filter=P /%s' % name for name in v],
@@ -338,7 +343,7 @@ _RSYNC_FORMATS = dict(
     src=ArgFormat.as_list(),
     dest=ArgFormat.as_list(),
 )
-_RSYNC_ORDER = ('archive', 'sparse', 'hard_links', 'xattrs', 'acls', 'numeric_ids', 'delete', 'compress',
+_RSYNC_ORDER = ('archive', 'sparse', 'hard_links', 'xattrs', 'acls', 'numeric_ids', 'modify_window', 'delete', 'compress',
                 'protect', 'omit_dir_times', 'partial_dir',
                 'bwlimit_kib', 'timeout', 'dry_run', 'itemize', 'stats', 'rsh', 'rsync_path', 'extra',
                 'src', 'dest')
@@ -521,7 +526,7 @@ class RsyncRunner(object):
             rsync_path = '%s %s && %s' % (' '.join(mk), _quote(dest), rsync_path or 'rsync')
         return self.builder.build(
             archive=True, sparse=not fresh or None, hard_links=True, xattrs=True, acls=acls or None, numeric_ids=True,
-            delete=delete or None,
+            modify_window=True, delete=delete or None,
             compress=self.compress or None,
             protect=list(protect) if protect and delete else None,
             omit_dir_times=bool(protect) or None,

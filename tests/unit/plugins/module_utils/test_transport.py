@@ -376,6 +376,26 @@ def test_real_rsync_roundtrip(tmp_path, fake_ssh):
     assert vres['checked'] == 3
 
 
+def test_real_rsync_sees_a_change_within_the_same_second(tmp_path, fake_ssh):
+    """A database rewrites a block of a file in place (same size) within the second its earlier
+    version was copied: rsync's quick check in whole seconds calls it unchanged, and the
+    destination keeps the old block (seen on the lab: PostgreSQL after a post-copy move reported
+    a duplicate key). haul.live compares modification times to the nanosecond."""
+    src = tmp_path / 'src'
+    src.mkdir()
+    data = src / 'base' / '16384'
+    data.parent.mkdir()
+    data.write_bytes(b'A' * 8192)
+    os.utime(data, ns=(1796297261_100000000, 1796297261_100000000))
+    dest = tmp_path / 'dest'
+    r = RsyncRunner(_run, SshTarget('localhost', ssh_bin=fake_ssh), timeout=30)
+    r.sync(str(src), str(dest))
+    data.write_bytes(b'B' * 8192)
+    os.utime(data, ns=(1796297261_900000000, 1796297261_900000000))  # the same second, later
+    res = r.sync(str(src), str(dest))
+    assert res['changed'] and (dest / 'base' / '16384').read_bytes() == b'B' * 8192
+
+
 def test_real_rsync_unreachable(tmp_path):
     if not shutil.which('rsync') or not shutil.which('ssh'):
         pytest.skip('rsync or ssh not installed')
