@@ -87,6 +87,25 @@ def _cap_eff():
     return None
 
 
+def v2_has_freezer(v2_mount, kernel_release):
+    """Whether the cgroup v2 hierarchy at ``v2_mount`` has the freezer: a child cgroup with
+    ``cgroup.freeze`` (the root cgroup has none), or, on a host with no child cgroup at all (no
+    systemd, say), a kernel >= 5.2, where every non-root cgroup gets one."""
+    try:
+        children = [os.path.join(v2_mount, d) for d in os.listdir(v2_mount)
+                    if os.path.isfile(os.path.join(v2_mount, d, 'cgroup.procs'))]
+    except OSError:
+        children = []
+    if children:
+        return any(os.path.exists(os.path.join(c, 'cgroup.freeze')) for c in children)
+    if os.path.exists(os.path.join(v2_mount, 'cgroup.freeze')):
+        return True
+    try:
+        return compare_versions(kernel_release, (5, 2)) >= 0
+    except ValueError:
+        return False
+
+
 def _cgroup_facts(cgroup_mod):
     try:
         mounts = cgroup_mod.find_mounts()
@@ -94,11 +113,7 @@ def _cgroup_facts(cgroup_mod):
         return {'error': e.cause}
     v2_freezer = False
     if mounts.v2:
-        try:
-            cands = [mounts.v2] + [os.path.join(mounts.v2, d) for d in os.listdir(mounts.v2)]
-        except OSError:
-            cands = [mounts.v2]
-        v2_freezer = any(os.path.exists(os.path.join(c, 'cgroup.freeze')) for c in cands)
+        v2_freezer = v2_has_freezer(mounts.v2, os.uname()[2])
     v1_freezer = bool(mounts.freezer)
     if mounts.v2 and v1_freezer:
         layout = 'hybrid'

@@ -42,3 +42,21 @@ def test_parse_cpuinfo():
     assert other['flags_sha256'] != cpu['flags_sha256']
     same_order = _facts.parse_cpuinfo(CPUINFO.replace('fpu vme sse2 avx2', 'avx2 sse2 vme fpu'))
     assert same_order['flags_sha256'] == cpu['flags_sha256']
+
+
+def test_v2_freezer_on_a_host_without_child_cgroups(tmp_path):
+    """A host without systemd has no child cgroup yet (the VM lab's): the root cgroup has no
+    cgroup.freeze, and the kernel's version decides; a child with or without it decides otherwise."""
+    from ansible_collections.haul.live.plugins.module_utils._facts import v2_has_freezer  # pylint: disable=import-outside-toplevel
+    root = tmp_path / 'cgroup'
+    root.mkdir()
+    (root / 'cgroup.procs').write_text('1\n')
+    assert v2_has_freezer(str(root), '6.1.0-50-cloud-amd64')
+    assert not v2_has_freezer(str(root), '4.19.0-27-amd64')
+    assert not v2_has_freezer(str(root), 'weird')
+    child = root / 'haul'
+    child.mkdir()
+    (child / 'cgroup.procs').write_text('')
+    assert not v2_has_freezer(str(root), '6.1.0-50-cloud-amd64')  # a child without it: no freezer
+    (child / 'cgroup.freeze').write_text('0\n')
+    assert v2_has_freezer(str(root), '4.19.0-27-amd64')
