@@ -56,7 +56,7 @@ def ensure(container, comment, known_hosts, generate=True, check_mode=False, dir
     """Write the pinned ``known_hosts`` lines and, with ``generate``, make sure the key pair with
     ``comment`` exists (an earlier run's key is replaced). Returns (changed, public key or None:
     ``TYPE BASE64``; None in check mode when the key is still to be made, or without ``generate``)."""
-    if not comment.startswith('haul.live %s' % container) or '\n' in comment:
+    if generate and (not (comment or '').startswith('haul.live %s' % container) or '\n' in comment):
         raise HaulError(STEP, 'the key comment must be "haul.live %s ID"' % container)
     key, pub, pinned = paths(container, directory)
     changed = False

@@ -130,10 +130,8 @@ def main():
         if p['state'] == 'absent':
             removed = _keypair.remove(p['container'], key_files=p['generate'], check_mode=module.check_mode)
             module.exit_json(changed=bool(removed), removed=removed, key_path=key, known_hosts_path=pinned)
-        if p['generate'] and not p['comment']:
-            module.fail_json(msg='key: comment is required to make the key pair', failed_step='key')
-        changed, public = _keypair.ensure(p['container'], p['comment'] or 'haul.live %s' % p['container'],
-                                          p['known_hosts'], generate=p['generate'], check_mode=module.check_mode)
+        changed, public = _keypair.ensure(p['container'], p['comment'], p['known_hosts'], generate=p['generate'],
+                                          check_mode=module.check_mode)
     except HaulError as e:
         fail(module, e)
     module.exit_json(changed=changed, public_key=public, key_path=key, known_hosts_path=pinned)

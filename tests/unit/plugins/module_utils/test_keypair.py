@@ -53,13 +53,15 @@ def test_check_mode_changes_nothing(tmp_path):
 
 
 def test_the_operators_key_only_pins(tmp_path):
-    assert ensure(tmp_path, generate=False) == (True, None)
+    assert ensure(tmp_path, comment=None, generate=False) == (True, None)
     assert sorted(os.listdir(str(tmp_path / 'ssh'))) == ['haul-live-web1.known_hosts']
 
 
 def test_a_comment_of_another_container_is_refused(tmp_path):
     with pytest.raises(HaulError, match='haul.live web1 ID'):
         ensure(tmp_path, comment='haul.live web2 id1')
+    with pytest.raises(HaulError, match='haul.live web1 ID'):
+        ensure(tmp_path, comment=None)  # a key needs its comment
 
 
 def test_remove(tmp_path):
