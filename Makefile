@@ -62,7 +62,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv venv-stamp install collection sanity lint units integration test bench-fleet \
-	lab-up lab-down vmlab-up vmlab-down demo bench soak changelog freeze clean distclean python test-long units-floor
+	lab-up lab-down vmlab-up vmlab-down vmlab-image test-vm demo bench soak changelog freeze clean distclean python test-long units-floor
 
 help:
 	@echo 'haul.live make targets:'
@@ -79,6 +79,7 @@ help:
 	@echo '  lab-down     tests/lab/lab down'
 	@echo '  vmlab-up     tests/vmlab/vmlab up: two QEMU VMs with stock Debian kernels (docs/vmlab.md)'
 	@echo '  vmlab-down   tests/vmlab/vmlab down'
+	@echo '  test-vm      the VM suite: pre-copy, hybrid, kernel updates on two QEMU VMs (docs/vmlab.md)'
 	@echo '  bench        tests/bench/run (not part of make test); SOAK=N: the soak instead'
 	@echo '  soak         tests/bench/soak: 100 ping-pong migrations with faults (SOAK=N for another count)'
 	@echo '  changelog    antsibull-changelog lint'
@@ -264,12 +265,15 @@ test:
 	if [ "$${res[install]}" = ok ]; then \
 	  echo "haul.live: building the lab's base and services image in the background (log: tests/output/lab-prepare.log)"; \
 	  { $(LAB) image build services > $(OUTPUT)/lab-prepare.log 2>&1; echo "exit status $$?" >> $(OUTPUT)/lab-prepare.log; } & prep=$$!; \
+	  echo "haul.live: installing QEMU and building the VM image for make test-vm in the background (log: tests/output/vmlab-prepare.log)"; \
+	  { $(MAKE) --no-print-directory vmlab-image > $(OUTPUT)/vmlab-prepare.log 2>&1; echo "exit status $$?" >> $(OUTPUT)/vmlab-prepare.log; } & vmprep=$$!; \
 	  gate sanity $(MAKE) --no-print-directory sanity; \
 	  gate lint $(MAKE) --no-print-directory lint; \
 	  gate units $(MAKE) --no-print-directory units; \
 	  gate units-floor $(MAKE) --no-print-directory units-floor; \
 	  wait $$prep; echo "haul.live: lab prepared: $$(tail -n 1 $(OUTPUT)/lab-prepare.log)"; \
 	  gate integration $(MAKE) --no-print-directory integration; \
+	  wait $$vmprep; echo "haul.live: VM image prepared: $$(tail -n 1 $(OUTPUT)/vmlab-prepare.log)"; \
 	fi; \
 	counts() { [ -f "$$1" ] || { echo "0 0 0"; return; }; $(VENV)/bin/python -c 'import sys, xml.etree.ElementTree as E; \
 	  r = E.parse(sys.argv[1]).getroot(); s = [r] if r.tag == "testsuite" else list(r); \
@@ -301,9 +305,33 @@ lab-up: deps
 lab-down:
 	$(LAB) down
 
-vmlab-up: deps
-	$(call APT_ENSURE,$(VMLAB_APT_PACKAGES))
+vmlab-up: vmlab-image
 	$(VMLAB) up
+
+# QEMU and the VM image (built once, cached in /var/cache/haul-live): make test prepares it in the
+# background beside its first gates, for make test-vm.
+vmlab-image: deps
+	$(call APT_ENSURE,$(VMLAB_APT_PACKAGES))
+	$(VMLAB) build
+
+# The VM suite (issue 13, docs/vmlab.md): the targets marked vmlab (or vmlab_only) in their aliases,
+# against two TCG VMs (vm1 on 6.1, vm2 on 6.12) started afresh and stopped at the end: pre-copy,
+# hybrid, a move across kernels, update_in_place across a real kernel update. About 20 minutes
+# here, so kept out of make test (CI's limit is 90 minutes); .ci/run calls both. Skipped, saying
+# why, on a machine that cannot run QEMU or has under VMLAB_MIN_MEM_MIB of memory available.
+VMLAB_MIN_MEM_MIB ?= 3072
+test-vm: install
+	@mkdir -p $(OUTPUT)/junit
+	@rm -f $(OUTPUT)/junit/integration-vm.xml
+	@avail=$$(awk '/^MemAvailable:/ {print int($$2 / 1024)}' /proc/meminfo); \
+	if [ "$$avail" -lt $(VMLAB_MIN_MEM_MIB) ]; then \
+	  echo "haul.live: VM suite skipped: $$avail MiB of memory available, the two VMs need $(VMLAB_MIN_MEM_MIB)"; exit 0; fi; \
+	start=$$SECONDS; \
+	$(MAKE) --no-print-directory vmlab-image || { echo "haul.live: VM suite FAILED: cannot install QEMU or build the VM image"; exit 1; }; \
+	cd $(ROOT) && HAUL_VMLAB=1 HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs -p no:cacheprovider \
+	  --junitxml=$(OUTPUT)/junit/integration-vm.xml tests/integration $(PYTEST_OPTS); rc=$$?; \
+	[ $$rc = 0 ] && r=ok || r=FAILED; \
+	echo "haul.live: VM suite $$r ($$((SECONDS - start)) s)"; exit $$rc
 
 vmlab-down:
 	$(VMLAB) down

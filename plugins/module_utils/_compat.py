@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""What a CRIU version can do on a kernel version: rules known to break migrations.
+"""What a CRIU version can do on a kernel version: rules known to break migrations, and what a
+move between two kernel versions means (kernel_direction).
 
 This is a private module_util: it is not part of the collection's public API. Plain Python,
 no I/O: the callers pass the kernel release (``uname -r``) and the CRIU version.
@@ -99,3 +100,57 @@ def sockets_refusal(host, container, count, kernel_release, criu_version, side='
     return ('%s cannot %s %s: it holds %s and %s cannot %s sockets on kernel %s (needs CRIU >= %s)'
             % (host, action, container, sockets_phrase(count), _criu_text(criu_version), verb,
                _kernel_text(kernel_release), SOCKETS_TEXT['criu']))
+
+
+# CRIU features (criu check --feature, haul.live.criu_check's ``features``) that only the dumping
+# side uses: a destination without them restores the same images.
+DUMP_ONLY_FEATURES = frozenset(('mem_dirty_track', 'mem_track', 'pagemap_scan', 'pidfd_store'))
+
+_RELEASE = re.compile(r'^\s*(\d+)\.(\d+)(?:\.(\d+))?')
+
+
+def _release_key(release):
+    m = _RELEASE.match(str(release or ''))
+    return tuple(int(x or 0) for x in m.groups()) if m else None
+
+
+def kernel_direction(src_release, dst_release, src_features=None, dst_features=None, source='the source',
+                     destination='the destination'):
+    """What a move from kernel ``src_release`` to ``dst_release`` means for CRIU: a dict with
+    ``source``, ``destination`` (the releases), ``direction`` (``same``, ``newer``, ``older`` or
+    ``unknown``), ``supported`` (bool), ``missing`` (features the source's CRIU has and the
+    destination's lacks, dump-only ones left out) and ``statement`` (one sentence).
+
+    The rule: CRIU's images do not depend on the kernel, and a kernel keeps the interfaces of the
+    kernels before it, so the same or a newer kernel is supported. An older kernel is supported
+    when its CRIU offers every feature (criu check) that the source's does, except those only the
+    dump uses; a container that calls something the older kernel lacks still fails to restore, and
+    the source then resumes (the rollback rule).
+    """
+    src_features = src_features or {}
+    dst_features = dst_features or {}
+    s, d = _release_key(src_release), _release_key(dst_release)
+    missing = sorted(name for name, have in src_features.items()
+                     if have and dst_features.get(name) is False and name not in DUMP_ONLY_FEATURES)
+    out = {'source': src_release, 'destination': dst_release, 'missing': missing}
+    head = 'kernel %s on %s -> %s on %s' % (src_release, source, dst_release, destination)
+    if s is None or d is None:
+        out.update(direction='unknown', supported=False,
+                   statement='%s: cannot tell which is newer (a release without a version)' % head)
+    elif s == d:
+        # CRIU versions that differ on one kernel are the preflight's CRIU rule, not a kernel matter
+        out.update(direction='same', supported=True, statement='%s: the same kernel version, supported' % head)
+    elif d > s:
+        out.update(direction='newer', supported=True,
+                   statement='%s: to a newer kernel, supported (CRIU\'s images do not depend on the kernel, '
+                             'and a newer kernel keeps the interfaces of an older one)' % head)
+    elif missing:
+        out.update(direction='older', supported=False,
+                   statement='%s: to an older kernel, not supported: CRIU on %s lacks %s, which CRIU on %s has'
+                             % (head, destination, ', '.join(missing), source))
+    else:
+        out.update(direction='older', supported=True,
+                   statement='%s: to an older kernel, supported: CRIU on %s offers every restore feature that '
+                             'CRIU on %s does (a container that calls what the older kernel lacks still fails '
+                             'to restore, and the source resumes)' % (head, destination, source))
+    return out

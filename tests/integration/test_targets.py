@@ -19,6 +19,10 @@ symlink to the checkout. The lab is brought up first (``tests/lab/lab up`` is id
   HAUL_TARGETS (``make integration TARGETS="a b"`` runs only those).
 - A target whose ``aliases`` has a line ``long`` (the long fault-matrix targets) is skipped unless
   HAUL_LONG is set: ``1`` runs every target, ``only`` runs only those (``make test-long``).
+- HAUL_VMLAB=1 (``make test-vm``) runs the targets whose ``aliases`` has a line ``vmlab`` against
+  the VM lab (tests/vmlab/vmlab, docs/vmlab.md) instead: vm1 on bookworm's 6.1 kernel, vm2 on
+  trixie's 6.12, started afresh, and stopped at the end. A target marked ``vmlab_only`` is skipped
+  on the namespaced lab.
 - The full output of each target goes to tests/output/integration/NAME.log.
 
 See docs/development.md.
@@ -40,6 +44,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / 'tests' / 'lab' / 'lab'
+VMLAB = REPO / 'tests' / 'vmlab' / 'vmlab'
+# the VM lab's kernels at the start of make test-vm: a move vm1 -> vm2 goes to a newer kernel
+VMLAB_KERNELS = 'vm1=6.1,vm2=6.12'
 TARGETS_DIR = REPO / 'tests' / 'integration' / 'targets'
 PLAYBOOK = REPO / 'tests' / 'integration' / 'run_target.yml'
 COLLECTIONS = REPO / 'build' / 'collections'
@@ -93,6 +100,10 @@ def shard_of(names, count):
     return out
 
 
+def vmlab_mode():
+    return os.environ.get('HAUL_VMLAB', '').strip() in ('1', 'true', 'yes')
+
+
 def discover():
     """pytest params for every target, in name order, honouring HAUL_TARGETS and ``disabled``."""
     found = []
@@ -108,6 +119,8 @@ def discover():
     if shard:
         index, count = (int(x) for x in shard.split('/', 1))
         found = [name for name in found if shard_of(found, count)[name] == index]
+    if vmlab_mode():
+        found = [name for name in found if {'vmlab', 'vmlab_only'} & set(aliases(name))]
     long_mode = os.environ.get('HAUL_LONG', '').strip()
     if long_mode == 'only':
         found = [name for name in found if 'long' in aliases(name)]
@@ -119,6 +132,9 @@ def discover():
         elif 'long' in aliases(name) and not long_mode:
             marks.append(pytest.mark.skip(reason='%s: a long fault-matrix target, run by make test-long '
                                           '(HAUL_LONG=1), kept out of make test for CI time' % name))
+        elif 'vmlab_only' in aliases(name) and not vmlab_mode():
+            marks.append(pytest.mark.skip(reason='%s: needs a real kernel update, runs on the VM lab '
+                                          '(make test-vm, docs/vmlab.md)' % name))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
@@ -164,7 +180,11 @@ def ensure_collection_link():
 
 @pytest.fixture(scope='session')
 def lab_inventory():
-    """Bring the lab up (idempotent) and return its inventory path."""
+    """Bring the lab up (idempotent) and return its inventory path. In the VM lab mode: start the
+    VM lab afresh (each VM on its own kernel, VMLAB_KERNELS) and stop it at the end."""
+    if vmlab_mode():
+        yield from vmlab_inventory()
+        return
     rc, out = run([str(LAB), 'up'], LAB_UP_TIMEOUT, log=OUTPUT / 'lab-up.log')
     if rc != 0:
         pytest.fail('tests/lab/lab up exited %s (full output: %s):\n%s'
@@ -174,7 +194,21 @@ def lab_inventory():
         pytest.fail('tests/lab/lab inventory exited %s:\n%s' % (rc, tail(out)), pytrace=False)
     inventory = out.strip().splitlines()[-1].strip()
     assert os.path.exists(inventory), 'lab inventory %s does not exist' % inventory
-    return inventory
+    yield inventory
+
+
+def vmlab_inventory():
+    run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down-before.log')
+    rc, out = run([str(VMLAB), 'up', '--kernel', VMLAB_KERNELS], LAB_UP_TIMEOUT, log=OUTPUT / 'vmlab-up.log')
+    if rc != 0:
+        pytest.fail('tests/vmlab/vmlab up exited %s (full output: %s):\n%s'
+                    % (rc, OUTPUT / 'vmlab-up.log', tail(out)), pytrace=False)
+    rc, out = run([str(VMLAB), 'inventory'], 120)
+    if rc != 0 or not out.strip():
+        pytest.fail('tests/vmlab/vmlab inventory exited %s:\n%s' % (rc, tail(out)), pytrace=False)
+    yield out.strip().splitlines()[-1].strip()
+    if os.environ.get('HAUL_KEEP_LAB') != '1':
+        run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down.log')
 
 
 @pytest.mark.parametrize('target', discover())
@@ -199,6 +233,8 @@ def test_target(target, lab_inventory):
     env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), env.get('PATH', os.defpath)])
     log = OUTPUT / ('%s.log' % target)
     cmd = [ansible_playbook(), '-i', lab_inventory, str(PLAYBOOK), '-e', 'haul_target=%s' % target]
+    if vmlab_mode():
+        cmd += ['-e', 'haul_lab=%s' % VMLAB]
     rc, out = run(cmd, TARGET_TIMEOUT, env=env, log=log)
     if rc != 0:
         pytest.fail('target %s: ansible-playbook exited %s (full output: %s); last lines:\n%s'

@@ -9,7 +9,8 @@ Checked: no ``haul-lab`` or ``haul-lab-client`` network namespace, no mount of t
 ``haul-lab`` cgroup in any hierarchy, no process in such a cgroup, no host interface named ``hl-*``,
 and ``lab status`` reports the lab down. Only this lab counts (HAUL_LAB_NAME): another lab on the
 same machine, a developer's, is left alone. HAUL_KEEP_LAB=1, or a subset of targets (``make integration TARGETS=...``),
-skips this test (and so keeps the lab up).
+skips this test (and so keeps the lab up). In the VM lab mode (HAUL_VMLAB=1, make test-vm) the
+same holds for the VM lab: no ``haul-vmlab`` namespace, no QEMU, no state under /var/lib/haul-vmlab.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / 'tests' / 'lab' / 'lab'
+VMLAB = REPO / 'tests' / 'vmlab' / 'vmlab'
+VMLAB_MODE = os.environ.get('HAUL_VMLAB', '').strip() in ('1', 'true', 'yes')
 NAME = os.environ.get('HAUL_LAB_NAME', 'haul-lab')
 IFACE_PREFIX = 'hl-'
 # this lab's name as a whole path component (not another lab's haul-lab-d, say)
@@ -82,6 +85,28 @@ def leftovers():
     return found
 
 
+def vmlab_leftovers():
+    found = []
+    if os.path.exists('/run/netns/haul-vmlab'):
+        found.append('network namespace: haul-vmlab')
+    if os.path.exists('/var/lib/haul-vmlab'):
+        found.append('state: /var/lib/haul-vmlab')
+    qemu = sh('pgrep', '-af', 'qemu-system-x86_64 -name vm')
+    found.extend('process: %s' % line for line in qemu.stdout.splitlines())
+    sup = sh('pgrep', '-af', 'vmlab _supervise')
+    found.extend('process: %s' % line for line in sup.stdout.splitlines())
+    return found
+
+
+@pytest.mark.skipif(not VMLAB_MODE, reason='the VM lab is not used outside make test-vm')
+def test_vmlab_down_leaves_nothing_behind():
+    down = sh(str(VMLAB), 'down')
+    assert down.returncode == 0, 'tests/vmlab/vmlab down exited %d:\n%s%s' % (down.returncode, down.stdout, down.stderr)
+    left = vmlab_leftovers()
+    assert not left, 'the VM lab left these behind after "vmlab down":\n' + '\n'.join(left)
+
+
+@pytest.mark.skipif(VMLAB_MODE, reason='make test-vm does not use the namespaced lab')
 def test_lab_down_leaves_nothing_behind():
     down = sh(str(LAB), 'down')
     assert down.returncode == 0, 'tests/lab/lab down exited %d:\n%s%s' % (down.returncode, down.stdout, down.stderr)

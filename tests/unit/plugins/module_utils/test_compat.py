@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Unit tests for plugins/module_utils/_compat.py: which CRIU can dump sockets on which kernel."""
+"""Unit tests for plugins/module_utils/_compat.py: which CRIU can dump sockets on which kernel, and what a
+move between two kernels means."""
 
 from __future__ import annotations
 
@@ -93,3 +94,54 @@ def test_sockets_refusal_unknown_criu():
 ])
 def test_sockets_refusal_none(count, kernel, criu):
     assert _compat.sockets_refusal('node1', 'web1', count, kernel, criu) is None
+
+
+# What the VM lab's two kernels report (criu check on 6.1.0-50 and 6.12.117, CRIU 4.1.1), in part.
+FEAT_61 = {'clone3_set_tid': True, 'timens': True, 'mem_dirty_track': True, 'pagemap_scan': False, 'tun': False}
+FEAT_612 = {'clone3_set_tid': True, 'timens': True, 'mem_dirty_track': True, 'pagemap_scan': True, 'tun': False}
+
+
+def test_kernel_direction_to_a_newer_kernel_is_supported():
+    out = _compat.kernel_direction('6.1.0-50-cloud-amd64', '6.12.117+deb13-cloud-amd64', FEAT_61, FEAT_612, 'vm1', 'vm2')
+    assert out['direction'] == 'newer'
+    assert out['supported'] is True
+    assert out['missing'] == []
+    assert out['statement'].startswith('kernel 6.1.0-50-cloud-amd64 on vm1 -> 6.12.117+deb13-cloud-amd64 on vm2: '
+                                       'to a newer kernel, supported')
+
+
+def test_kernel_direction_to_an_older_kernel_ignores_dump_only_features():
+    # 6.1 has no PAGEMAP_SCAN: only the dump uses it, so the way back is supported
+    out = _compat.kernel_direction('6.12.117+deb13-cloud-amd64', '6.1.0-50-cloud-amd64', FEAT_612, FEAT_61, 'vm2', 'vm1')
+    assert out['direction'] == 'older'
+    assert out['supported'] is True
+    assert out['missing'] == []
+    assert 'to an older kernel, supported' in out['statement']
+
+
+def test_kernel_direction_to_an_older_kernel_without_a_restore_feature_is_refused():
+    src = dict(FEAT_612, timens=True, seccomp_filters=None)
+    dst = dict(FEAT_61, timens=False, seccomp_filters=False)
+    out = _compat.kernel_direction('6.12.1', '5.4.0', src, dst, 'a', 'b')
+    assert out['direction'] == 'older'
+    assert out['supported'] is False
+    # tun (False on both) and seccomp_filters (unknown on the source) are no need; timens is missing
+    assert out['missing'] == ['timens']
+    assert out['statement'] == ('kernel 6.12.1 on a -> 5.4.0 on b: to an older kernel, not supported: '
+                                'CRIU on b lacks timens, which CRIU on a has')
+
+
+def test_kernel_direction_same_and_patch_levels():
+    assert _compat.kernel_direction('6.18.44-fc', '6.18.44-fc')['direction'] == 'same'
+    assert _compat.kernel_direction('6.18.44-fc', '6.18.44-fc')['supported'] is True
+    # the patch level counts: 6.1.0 -> 6.1.12 is an update
+    assert _compat.kernel_direction('6.1.0-50', '6.1.12')['direction'] == 'newer'
+    assert _compat.kernel_direction('6.1.12', '6.1.0-50')['direction'] == 'older'
+
+
+@pytest.mark.parametrize('src,dst', [(None, '6.1.0'), ('6.1.0', ''), ('linux', '6.1')])
+def test_kernel_direction_unknown(src, dst):
+    out = _compat.kernel_direction(src, dst)
+    assert out['direction'] == 'unknown'
+    assert out['supported'] is False
+    assert 'cannot tell which is newer' in out['statement']
