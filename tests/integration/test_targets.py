@@ -183,32 +183,26 @@ def lab_inventory():
     """Bring the lab up (idempotent) and return its inventory path. In the VM lab mode: start the
     VM lab afresh (each VM on its own kernel, VMLAB_KERNELS) and stop it at the end."""
     if vmlab_mode():
-        yield from vmlab_inventory()
+        run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down-before.log')
+        yield start_lab(VMLAB, ['up', '--kernel', VMLAB_KERNELS], 'vmlab')
+        if os.environ.get('HAUL_KEEP_LAB') != '1':
+            run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down.log')
         return
-    rc, out = run([str(LAB), 'up'], LAB_UP_TIMEOUT, log=OUTPUT / 'lab-up.log')
+    yield start_lab(LAB, ['up'], 'lab')
+
+
+def start_lab(tool, up_args, name):
+    """Run ``tool up_args`` (tests/lab/lab or tests/vmlab/vmlab) and return its inventory path."""
+    rc, out = run([str(tool)] + up_args, LAB_UP_TIMEOUT, log=OUTPUT / ('%s-up.log' % name))
     if rc != 0:
-        pytest.fail('tests/lab/lab up exited %s (full output: %s):\n%s'
-                    % (rc, OUTPUT / 'lab-up.log', tail(out)), pytrace=False)
-    rc, out = run([str(LAB), 'inventory'], 120)
+        pytest.fail('tests/%s/%s up exited %s (full output: %s):\n%s'
+                    % (name, name, rc, OUTPUT / ('%s-up.log' % name), tail(out)), pytrace=False)
+    rc, out = run([str(tool), 'inventory'], 120)
     if rc != 0 or not out.strip():
-        pytest.fail('tests/lab/lab inventory exited %s:\n%s' % (rc, tail(out)), pytrace=False)
+        pytest.fail('tests/%s/%s inventory exited %s:\n%s' % (name, name, rc, tail(out)), pytrace=False)
     inventory = out.strip().splitlines()[-1].strip()
-    assert os.path.exists(inventory), 'lab inventory %s does not exist' % inventory
-    yield inventory
-
-
-def vmlab_inventory():
-    run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down-before.log')
-    rc, out = run([str(VMLAB), 'up', '--kernel', VMLAB_KERNELS], LAB_UP_TIMEOUT, log=OUTPUT / 'vmlab-up.log')
-    if rc != 0:
-        pytest.fail('tests/vmlab/vmlab up exited %s (full output: %s):\n%s'
-                    % (rc, OUTPUT / 'vmlab-up.log', tail(out)), pytrace=False)
-    rc, out = run([str(VMLAB), 'inventory'], 120)
-    if rc != 0 or not out.strip():
-        pytest.fail('tests/vmlab/vmlab inventory exited %s:\n%s' % (rc, tail(out)), pytrace=False)
-    yield out.strip().splitlines()[-1].strip()
-    if os.environ.get('HAUL_KEEP_LAB') != '1':
-        run([str(VMLAB), 'down'], 300, log=OUTPUT / 'vmlab-down.log')
+    assert os.path.exists(inventory), '%s inventory %s does not exist' % (name, inventory)
+    return inventory
 
 
 @pytest.mark.parametrize('target', discover())
