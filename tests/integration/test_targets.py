@@ -133,8 +133,8 @@ def discover():
             marks.append(pytest.mark.skip(reason='%s: a long fault-matrix target, run by make test-long '
                                           '(HAUL_LONG=1), kept out of make test for CI time' % name))
         elif 'vmlab_only' in aliases(name) and not vmlab_mode():
-            marks.append(pytest.mark.skip(reason='%s: needs a real kernel update, runs on the VM lab '
-                                          '(make test-vm, docs/vmlab.md)' % name))
+            marks.append(pytest.mark.skip(reason='%s: needs the VM lab\'s stock kernels (soft-dirty tracking, '
+                                          'a kernel update): runs in make test-vm (docs/vmlab.md)' % name))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
