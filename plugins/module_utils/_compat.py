@@ -29,13 +29,13 @@ SOCKETS_KERNEL = (6, 16)
 SOCKETS_CRIU = (4, 2, 0)
 SOCKETS_TEXT = {'kernel': '6.16', 'criu': '4.2'}
 
-_KERNEL = re.compile(r'^\s*(\d+)\.(\d+)')
+_KERNEL = re.compile(r'^\s*(\d+)\.(\d+)(?:\.(\d+))?')
 
 
 def kernel_version(release):
     """(major, minor) of a kernel release such as '6.18.44-fc-v782' or '6.1.0-28-cloud-amd64', or None."""
-    m = _KERNEL.match(str(release or ''))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    key = _release_key(release)
+    return key[:2] if key else None
 
 
 def _kernel_text(release):
@@ -106,11 +106,9 @@ def sockets_refusal(host, container, count, kernel_release, criu_version, side='
 # side uses: a destination without them restores the same images.
 DUMP_ONLY_FEATURES = frozenset(('mem_dirty_track', 'mem_track', 'pagemap_scan', 'pidfd_store'))
 
-_RELEASE = re.compile(r'^\s*(\d+)\.(\d+)(?:\.(\d+))?')
-
-
 def _release_key(release):
-    m = _RELEASE.match(str(release or ''))
+    """(major, minor, patch) of a kernel release (patch 0 when absent), or None."""
+    m = _KERNEL.match(str(release or ''))
     return tuple(int(x or 0) for x in m.groups()) if m else None
 
 
