@@ -44,6 +44,10 @@ import signal
 import time
 
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
+# A cgroup's processes are read in _proc; these four stay reachable here for the callers that
+# are handed this module (and for their tests, which hand them a stand-in).
+from ansible_collections.haul.live.plugins.module_utils._proc import (  # pylint: disable=unused-import
+    own_lineage, pidns_init, sigcont_tree, stopped_pids)
 
 MOUNTINFO = '/proc/self/mountinfo'
 PROC = '/proc'
@@ -174,14 +178,6 @@ def parse_proc_cgroup(text):
         elif 'freezer' in controllers.split(','):
             res['freezer'] = path
     return res
-
-
-def parse_nspid(status_text):
-    """Return the list of pids of the ``NSpid:`` line of ``/proc/PID/status`` (outermost first)."""
-    for line in status_text.splitlines():
-        if line.startswith('NSpid:'):
-            return [int(x) for x in line.split()[1:]]
-    return []
 
 
 def parse_events(text):
@@ -680,84 +676,6 @@ def _short_list(pids, limit=10):
     if len(pids) > limit:
         s += ' ...'
     return s or 'none'
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-# ---------------------------------------------------------------------------------------------
-
-def own_lineage(proc=PROC):
-    """[(pid, comm)] of this process and its ancestors, up to the init of our pid namespace."""
-    res = []
-    pid = os.getpid()
-    seen = set()
-    while pid > 0 and pid not in seen:
-        seen.add(pid)
-        try:
-            status = _read(os.path.join(proc, str(pid), 'status'))
-        except (IOError, OSError):
-            break
-        comm = ''
-        ppid = 0
-        for line in status.splitlines():
-            if line.startswith('Name:'):
-                comm = line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else ''
-            elif line.startswith('PPid:'):
-                ppid = int(line.split()[1])
-        res.append((pid, comm))
-        pid = ppid
-    return res
-
-
-def sigcont_tree(pids):
-    """Send SIGCONT to every pid (e.g. after CRIU's leave_stopped); return how many got it.
-
-    Pids that are gone are skipped silently.
-    """
-    count = 0
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGCONT)
-            count += 1
-        except OSError as e:
-            if e.errno != errno.ESRCH:
-                raise HaulError('resume', 'cannot send SIGCONT to pid %s: %s' % (pid, e.strerror or e))
-    return count
-
-
-def stopped_pids(pids, proc=PROC):
-    """The pids among ``pids`` that are stopped by a signal (state ``T`` in /proc/PID/stat)."""
-    res = []
-    for pid in pids:
-        try:
-            stat = _read(os.path.join(proc, str(pid), 'stat'))
-        except (IOError, OSError):
-            continue
-        # "PID (comm) S ...": comm may contain spaces and parentheses, the state follows the last ')'
-        rest = stat[stat.rfind(')') + 1:].split()
-        if rest and rest[0] == 'T':
-            res.append(int(pid))
-    return res
-
-
-def pidns_init(pids, proc=PROC):
-    """Among ``pids``, the one that is the init (pid 1) of a pid namespace below ours.
-
-    The rule: ``/proc/PID/status`` has an ``NSpid`` line with more than one entry and its last entry
-    is 1. If several match (nested pid namespaces), the outermost one (fewest entries) wins, then
-    the lowest pid. Return None when there is none.
-    """
-    best = None
-    for pid in pids:
-        try:
-            nspid = parse_nspid(_read(os.path.join(proc, str(pid), 'status')))
-        except (IOError, OSError):
-            continue
-        if len(nspid) > 1 and nspid[-1] == 1:
-            key = (len(nspid), pid)
-            if best is None or key < best[0]:
-                best = (key, pid)
-    return best[1] if best else None
 
 
 def discover_containers(parent=DEFAULT_PARENT, version=AUTO, mounts=None, proc=PROC):

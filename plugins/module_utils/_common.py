@@ -26,6 +26,8 @@ import subprocess
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_MAX_BYTES = 8192
+# The images' manifest: _images writes it in every images directory, _verify checks it where they arrive.
+MANIFEST = 'manifest.json'
 
 
 def log_tail(path, lines=LOG_TAIL_LINES, max_bytes=LOG_TAIL_MAX_BYTES):

@@ -106,6 +106,7 @@ def sockets_refusal(host, container, count, kernel_release, criu_version, side='
 # side uses: a destination without them restores the same images.
 DUMP_ONLY_FEATURES = frozenset(('mem_dirty_track', 'mem_track', 'pagemap_scan', 'pidfd_store'))
 
+
 def _release_key(release):
     """(major, minor, patch) of a kernel release (patch 0 when absent), or None."""
     m = _KERNEL.match(str(release or ''))

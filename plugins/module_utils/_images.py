@@ -78,11 +78,10 @@ import stat
 import struct
 
 from ansible_collections.haul.live.plugins.module_utils._cgroup import _unescape_mountinfo
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError, is_no_space, no_space_error, \
-    write_json_atomic
+from ansible_collections.haul.live.plugins.module_utils._common import MANIFEST, HaulError, is_no_space, \
+    no_space_error, write_json_atomic
 from ansible_collections.haul.live.plugins.module_utils._criu import compare_versions
 
-MANIFEST = 'manifest.json'
 MANIFEST_TMP = 'manifest.json.tmp'
 # The directory's own marker: haul.live made this directory, for this migration, on this host.
 # Clean-up removes only directories that carry it (see remove_ours).

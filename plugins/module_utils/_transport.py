@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Moving bytes between hosts, in one place: rsync over SSH, and remote manifest verification.
+"""Moving bytes between hosts, in one place: rsync over SSH (what arrived is checked by
+:mod:`_verify`, the link is measured by :mod:`_linkprobe`).
 
 This is a private module_util: it is not part of the collection's public API.
 
@@ -22,8 +23,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
-import json
 import os
 import re
 import time
@@ -37,7 +36,6 @@ from ansible_collections.haul.live.plugins.module_utils import _validate
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 PARTIAL_DIR = '.haul-partial'
-MANIFEST = 'manifest.json'
 STDERR_TAIL_LINES = 10
 ITEMIZE_KEEP = 100
 C_LOCALE = {'LC_ALL': 'C', 'LANG': 'C'}
@@ -668,215 +666,3 @@ class RootfsDelta(object):
                         duration_s=round(self.clock() - start, 3), src=self.src,
                         dest=self.rsync.target.rsync_dest(self.dest), dry_run=False)
         return self.rsync.sync(self.src, self.dest, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# manifest verification (runs on the receiving side)
-# ---------------------------------------------------------------------------------------------
-
-# Run as ``python3 - DIR MANIFEST`` on the receiving host; also exec'd locally by
-# verify_manifest_local(). Python 3 only (it runs on the managed hosts' system python3).
-# Manifest: {"files": {"rel/name": {"size": N, "sha256": "hex"}, ...}, ...}
-# (a list of {"name"|"path": ..., "size": ..., "sha256": ...} is accepted too).
-VERIFY_SCRIPT = r'''
-import hashlib, json, os, sys
-
-
-def verify(d, name):
-    res = {"dir": d, "checked": 0, "missing": [], "size_mismatch": [], "sha256_mismatch": [],
-           "bad_names": [], "error": None}
-    try:
-        with open(os.path.join(d, name)) as f:
-            man = json.load(f)
-        files = man["files"]
-        if isinstance(files, list):
-            files = dict((e.get("name") or e.get("path"), e) for e in files)
-        if not isinstance(files, dict):
-            raise ValueError("'files' is neither a mapping nor a list")
-    except (IOError, OSError) as e:
-        res["error"] = "cannot read %s: %s" % (os.path.join(d, name), e.strerror or e)
-        return res
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        res["error"] = "%s is not a valid manifest: %s: %s" % (os.path.join(d, name), type(e).__name__, e)
-        return res
-    for rel in sorted(k for k in files if k):
-        meta = files[rel] or {}
-        if os.path.isabs(rel) or ".." in rel.split("/"):
-            res["bad_names"].append(rel)
-            continue
-        p = os.path.join(d, rel)
-        try:
-            st = os.stat(p)
-        except OSError:
-            res["missing"].append(rel)
-            continue
-        if meta.get("size") is not None and st.st_size != int(meta["size"]):
-            res["size_mismatch"].append(rel)
-            continue
-        if meta.get("sha256"):
-            h = hashlib.sha256()
-            try:
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-            except (IOError, OSError):
-                res["missing"].append(rel)
-                continue
-            if h.hexdigest() != str(meta["sha256"]).lower():
-                res["sha256_mismatch"].append(rel)
-                continue
-        res["checked"] += 1
-    return res
-
-
-if __name__ == "__main__":
-    print(json.dumps(verify(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "manifest.json")))
-'''
-
-
-def verify_manifest_local(d, name=MANIFEST):
-    """Run the verification of :data:`VERIFY_SCRIPT` here, on directory ``d``; return its dict."""
-    ns = {'__name__': 'haul_verify'}
-    exec(compile(VERIFY_SCRIPT, '<haul-verify>', 'exec'), ns)  # pylint: disable=exec-used
-    return ns['verify'](d, name)
-
-
-def verify_problems(res, limit=5):
-    """One-line description of what a verification result found wrong, or None when all is well."""
-    if res.get('error'):
-        return res['error']
-    parts = []
-    for key, what in (('missing', 'missing'), ('size_mismatch', 'wrong size'),
-                      ('sha256_mismatch', 'wrong sha256'), ('bad_names', 'unsafe names')):
-        names = res.get(key) or []
-        if names:
-            shown = ', '.join(names[:limit]) + (' ...' if len(names) > limit else '')
-            parts.append('%d %s (%s)' % (len(names), what, shown))
-    return '; '.join(parts) if parts else None
-
-
-def verify_manifest_remote(run_command, target, dest, name=MANIFEST, python='python3'):
-    """Verify ``dest/name`` on the target host over SSH (``python3 -`` fed :data:`VERIFY_SCRIPT`).
-
-    Return the verification dict (``checked`` count, ...); raise HaulError('verify', ...) when
-    the host cannot be reached or a file is missing or differs from the manifest.
-    """
-    argv = target.remote_argv([python, '-', dest, name])
-    rc, out, err = run_command(argv, data=VERIFY_SCRIPT, environ_update=dict(C_LOCALE))
-    if rc != 0:
-        if rc == 127 or 'not found' in (err or ''):
-            cause = '%s is not installed on %s (%s)' % (python, target.host, _key_line(_tail(err)) or 'rc %s' % rc)
-        else:
-            cause = explain_rsync_failure(rc, err, target.host).replace('rsync exit', 'ssh exit')
-        raise HaulError('verify', cause, rc=rc, stderr_tail=_tail(err))
-    try:
-        res = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise HaulError('verify', 'unexpected output from the verification on %s: %r' % (target.host, (out or '')[-200:]),
-                        stderr_tail=_tail(err))
-    problems = verify_problems(res)
-    if problems:
-        raise HaulError('verify', 'images on %s:%s do not match %s: %s' % (target.host, dest, name, problems),
-                        verification=res)
-    return res
-
-
-# ---------------------------------------------------------------------------------------------
-# link rate probe
-# ---------------------------------------------------------------------------------------------
-
-PROBE_BLOCK = 1048576
-DEFAULT_PROBE_BYTES = 64 * PROBE_BLOCK
-MAX_PROBE_BYTES = 1024 * PROBE_BLOCK
-# What the destination runs: dd reports the bytes it read and for how long, from its own start,
-# so the SSH connection set-up (about 0.1 s on a LAN) is not counted as transfer time.
-PROBE_REMOTE = ['env', 'LC_ALL=C', 'dd', 'of=/dev/null', 'bs=%d' % PROBE_BLOCK]
-_DD_STATS = re.compile(r'^(\d+) bytes\b.*copied, ([0-9.]+(?:[eE][-+]?\d+)?) s', re.MULTILINE)
-
-
-def probe_payload(nbytes, block=PROBE_BLOCK, urandom=os.urandom):
-    """``nbytes`` of data that does not compress: one random block of ``block`` bytes, repeated.
-
-    A repeat further apart than zlib's 32 KiB window gives SSH compression (when an operator
-    turns it on) nothing to gain, and it costs one urandom block, not ``nbytes``.
-    """
-    if nbytes <= 0:
-        raise ValueError('nbytes must be positive')
-    unit = urandom(min(block, nbytes))
-    whole, rest = divmod(nbytes, len(unit))
-    return unit * whole + unit[:rest]
-
-
-def parse_dd_stats(text):
-    """(bytes, seconds) from the summary dd prints on stderr (C locale), or None."""
-    m = None
-    for m in _DD_STATS.finditer(text or ''):
-        pass
-    if not m:
-        return None
-    return int(m.group(1)), float(m.group(2))
-
-
-def link_rate(nbytes, seconds):
-    """Bytes per second for ``nbytes`` moved in ``seconds``, as an int; None when ``seconds`` <= 0."""
-    if nbytes < 0:
-        raise ValueError('nbytes must be >= 0')
-    if not seconds or seconds <= 0:
-        return None
-    return int(round(nbytes / float(seconds)))
-
-
-def probe_link(target, run_command, nbytes=DEFAULT_PROBE_BYTES, clock=time.time, urandom=os.urandom):
-    """Measure the rate at which this host moves bytes to ``target`` over SSH.
-
-    Pipes ``nbytes`` of incompressible data (:func:`probe_payload`) through
-    ``ssh TARGET 'env LC_ALL=C dd of=/dev/null bs=1M'``: the data goes through the same SSH
-    (cipher, key, options) as the images of a migration, and lands nowhere on the destination.
-    The transfer time is the one dd reports on the destination (from its start to the end of
-    its input), so that the SSH handshake does not count; when dd's summary cannot be read,
-    it is the local wall-clock time of the whole command (handshake included: a lower rate).
-
-    Returns ``{'link_bytes_s', 'bytes', 'seconds', 'duration_s', 'timed_by'}`` (``timed_by``:
-    ``dd`` or ``local``). Raises HaulError('probe', ...) when the destination cannot be
-    reached, or when fewer bytes arrived than were sent.
-    """
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0 or nbytes > MAX_PROBE_BYTES:
-        raise HaulError('probe', 'the probe size must be between 1 and %d bytes, not %r' % (MAX_PROBE_BYTES, nbytes))
-    payload = probe_payload(nbytes, urandom=urandom)
-    argv = target.remote_argv(PROBE_REMOTE)
-    start = clock()
-    try:
-        rc, _out, err = run_command(argv, data=payload, binary_data=True, environ_update=dict(C_LOCALE),
-                                    handle_exceptions=False)
-    except (IOError, OSError) as e:
-        if e.errno != errno.EPIPE:
-            raise HaulError('probe', 'cannot run ssh to %s: %s' % (target.host, e.strerror or e))
-        # ssh exited before it read all the data (no login, say): ask it again without data, for its error
-        rc, _out, err = run_command(target.remote_argv(['true']), environ_update=dict(C_LOCALE))
-        if rc == 0:
-            raise HaulError('probe', 'the connection to %s broke during the probe (broken pipe)' % target.host)
-    duration = clock() - start
-    if rc != 0:
-        if rc == 127 or 'dd: not found' in (err or '') or 'dd: command not found' in (err or ''):
-            cause = 'dd is not installed on %s (%s)' % (target.host, _key_line(_tail(err)) or 'rc %s' % rc)
-        else:
-            cause = explain_rsync_failure(rc, err, target.host).replace('rsync exit', 'ssh exit')
-        raise HaulError('probe', cause, rc=rc, stderr_tail=_tail(err))
-    stats = parse_dd_stats(err)
-    if stats is not None and stats[0] != nbytes:
-        raise HaulError('probe', 'only %d of the %d bytes sent arrived on %s' % (stats[0], nbytes, target.host),
-                        stderr_tail=_tail(err))
-    if stats is not None and stats[1] > 0:
-        seconds, timed_by = stats[1], 'dd'
-    else:
-        seconds, timed_by = duration, 'local'
-    rate = link_rate(nbytes, seconds)
-    if rate is None:
-        raise HaulError('probe', 'the probe of %s took no measurable time' % target.host)
-    return {
-        'link_bytes_s': rate,
-        'bytes': nbytes,
-        'seconds': round(seconds, 6),
-        'duration_s': round(duration, 3),
-        'timed_by': timed_by,
-    }

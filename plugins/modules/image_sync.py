@@ -338,11 +338,12 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.haul.live.plugins.module_utils._common import HaulError, fail
+from ansible_collections.haul.live.plugins.module_utils._common import MANIFEST, HaulError, fail
 from ansible_collections.haul.live.plugins.module_utils._progress import ProgressFile, run_streaming
 from ansible_collections.haul.live.plugins.module_utils._validate import check_module
-from ansible_collections.haul.live.plugins.module_utils._transport import (
-    MAX_PROBE_BYTES, MANIFEST, RECEIVER_FILES, RsyncRunner, SshTarget, jump_argspec, probe_link, verify_manifest_remote)
+from ansible_collections.haul.live.plugins.module_utils._linkprobe import MAX_PROBE_BYTES, probe_link
+from ansible_collections.haul.live.plugins.module_utils._transport import RECEIVER_FILES, RsyncRunner, SshTarget, jump_argspec
+from ansible_collections.haul.live.plugins.module_utils._verify import verify_manifest_remote
 
 
 def probe(module, target):

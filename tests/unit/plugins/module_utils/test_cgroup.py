@@ -21,8 +21,9 @@ import pytest
 
 from ansible_collections.haul.live.plugins.module_utils import _cgroup
 from ansible_collections.haul.live.plugins.module_utils._cgroup import (
-    Cgroup, CgroupMounts, HaulError, discover_containers, parse_events, parse_mountinfo, parse_nspid,
-    parse_proc_cgroup, pidns_init, sigcont_tree, stopped_pids, v1_state, v2_state)
+    Cgroup, CgroupMounts, HaulError, discover_containers, parse_events, parse_mountinfo,
+    parse_proc_cgroup, v1_state, v2_state)
+from ansible_collections.haul.live.plugins.module_utils._proc import parse_nspid, pidns_init, sigcont_tree, stopped_pids
 
 HYBRID = """\
 22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw

@@ -25,7 +25,8 @@ import pytest
 from ansible_collections.haul.live.plugins.module_utils import _transport
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 from ansible_collections.haul.live.plugins.module_utils._transport import (
-    RECEIVER_FILES, ArgFormat, CmdBuilder, RsyncRunner, SshTarget, explain_rsync_failure, parse_itemized, parse_stats,
+    RECEIVER_FILES, ArgFormat, CmdBuilder, RsyncRunner, SshTarget, explain_rsync_failure, parse_itemized, parse_stats)
+from ansible_collections.haul.live.plugins.module_utils._verify import (
     verify_manifest_local, verify_manifest_remote, verify_problems)
 
 STATS = """\

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Unit tests for the link probe of plugins/module_utils/_transport.py (probe_link).
+"""Unit tests for the link probe of plugins/module_utils/_linkprobe.py (probe_link).
 
 The payload, dd's summary, the rate arithmetic and the failures over canned command results;
 then a real run through a stand-in ``ssh`` that runs the remote dd locally.
@@ -19,7 +19,8 @@ import zlib
 
 import pytest
 
-from ansible_collections.haul.live.plugins.module_utils import _transport as t
+from ansible_collections.haul.live.plugins.module_utils import _linkprobe as t
+from ansible_collections.haul.live.plugins.module_utils._transport import SshTarget
 from ansible_collections.haul.live.plugins.module_utils._common import HaulError
 
 DD_COREUTILS = ('0+586 records in\n0+586 records out\n'
@@ -81,7 +82,7 @@ def test_link_rate():
 
 def test_probe_link_uses_dd_time():
     run = FakeRun((0, '', DD_COREUTILS))
-    target = t.SshTarget('198.18.0.12', key='/root/.ssh/k')
+    target = SshTarget('198.18.0.12', key='/root/.ssh/k')
     res = t.probe_link(target, run, 33554432, clock=Clock(10.0, 10.3))
     assert res == {'link_bytes_s': round(33554432 / 0.131592), 'bytes': 33554432, 'seconds': 0.131592,
                    'duration_s': 0.3, 'timed_by': 'dd'}
@@ -95,32 +96,32 @@ def test_probe_link_uses_dd_time():
 
 def test_probe_link_falls_back_to_local_time():
     run = FakeRun((0, '', DD_BUSYBOX))
-    res = t.probe_link(t.SshTarget('n2'), run, 1048576, clock=Clock(1.0, 1.5))
+    res = t.probe_link(SshTarget('n2'), run, 1048576, clock=Clock(1.0, 1.5))
     assert res['timed_by'] == 'local' and res['link_bytes_s'] == 2097152 and res['seconds'] == 0.5
 
 
 def test_probe_link_short_arrival():
     run = FakeRun((0, '', '1000 bytes copied, 0.1 s, 10 kB/s\n'))
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), run, 2048, clock=Clock(1.0, 1.5))
+        t.probe_link(SshTarget('n2'), run, 2048, clock=Clock(1.0, 1.5))
     assert e.value.msg == 'probe: only 1000 of the 2048 bytes sent arrived on n2'
 
 
 @pytest.mark.parametrize('size', [0, -1, t.MAX_PROBE_BYTES + 1, True, 1.5, '10'])
 def test_probe_link_bad_size(size):
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), FakeRun(), size)
+        t.probe_link(SshTarget('n2'), FakeRun(), size)
     assert e.value.msg.startswith('probe: the probe size must be between 1 and')
 
 
 def test_probe_link_failures():
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), FakeRun((255, '', 'ssh: connect to host n2 port 22: No route to host\n')), 4096)
+        t.probe_link(SshTarget('n2'), FakeRun((255, '', 'ssh: connect to host n2 port 22: No route to host\n')), 4096)
     assert e.value.msg == ('probe: destination n2 unreachable (ssh: connect to host n2 port 22: No route to host; '
                            'ssh exit 255: ssh failed)')
     assert e.value.rc == 255
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), FakeRun((127, '', 'sh: 1: exec: dd: not found\n')), 4096)
+        t.probe_link(SshTarget('n2'), FakeRun((127, '', 'sh: 1: exec: dd: not found\n')), 4096)
     assert e.value.msg.startswith('probe: dd is not installed on n2')
 
 
@@ -129,14 +130,14 @@ def test_probe_link_broken_pipe_asks_ssh_why():
     pipe = OSError(errno.EPIPE, 'Broken pipe')
     run = FakeRun(pipe, (255, '', 'root@n2: Permission denied (publickey).\n'))
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), run, 4096)
+        t.probe_link(SshTarget('n2'), run, 4096)
     assert e.value.msg.startswith('probe: SSH authentication to n2 failed (root@n2: Permission denied (publickey).')
     assert run.calls[1]['args'][-1] == 'true' and run.calls[1]['data'] is None
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2'), FakeRun(pipe, (0, '', '')), 4096)
+        t.probe_link(SshTarget('n2'), FakeRun(pipe, (0, '', '')), 4096)
     assert e.value.msg == 'probe: the connection to n2 broke during the probe (broken pipe)'
     with pytest.raises(HaulError) as e:
-        t.probe_link(t.SshTarget('n2', ssh_bin='/nonexistent/ssh'), FakeRun(OSError(errno.ENOENT, 'No such file')), 4096)
+        t.probe_link(SshTarget('n2', ssh_bin='/nonexistent/ssh'), FakeRun(OSError(errno.ENOENT, 'No such file')), 4096)
     assert e.value.msg == 'probe: cannot run ssh to n2: No such file'
 
 
@@ -150,7 +151,7 @@ def _run(args, data=None, environ_update=None, binary_data=False, handle_excepti
 def test_probe_link_real_dd_through_a_stand_in_ssh(stand_in_ssh):
     if not shutil.which('dd'):
         pytest.skip('dd not installed')
-    res = t.probe_link(t.SshTarget('localhost', ssh_bin=stand_in_ssh), _run, 4 * t.PROBE_BLOCK)
+    res = t.probe_link(SshTarget('localhost', ssh_bin=stand_in_ssh), _run, 4 * t.PROBE_BLOCK)
     assert res['timed_by'] == 'dd'
     assert res['bytes'] == 4 * t.PROBE_BLOCK
     assert res['link_bytes_s'] > 0 and res['seconds'] > 0
