@@ -319,7 +319,9 @@ vmlab-image: deps
 # hybrid, a move across kernels, update_in_place across a real kernel update. 15 to 22 minutes
 # here, so kept out of make test (CI's limit is 90 minutes); .ci/run calls both. Skipped, saying
 # why, on a machine that cannot run QEMU or has under VMLAB_MIN_MEM_MIB of memory available.
+# LONG=1 adds the long VM targets (vm_rolling_update: both VMs' kernels updated by rolling_update.yml).
 VMLAB_MIN_MEM_MIB ?= 3072
+LONG ?=
 test-vm: install
 	@mkdir -p $(OUTPUT)/junit
 	@rm -f $(OUTPUT)/junit/integration-vm.xml
@@ -328,7 +330,7 @@ test-vm: install
 	  echo "haul.live: VM suite skipped: $$avail MiB of memory available, the two VMs need $(VMLAB_MIN_MEM_MIB)"; exit 0; fi; \
 	start=$$SECONDS; \
 	$(MAKE) --no-print-directory vmlab-image || { echo "haul.live: VM suite FAILED: cannot install QEMU or build the VM image"; exit 1; }; \
-	cd $(ROOT) && HAUL_VMLAB=1 HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs -p no:cacheprovider \
+	cd $(ROOT) && HAUL_VMLAB=1 HAUL_LONG="$(LONG)" HAUL_TARGETS="$(TARGETS)" $(VENV)/bin/python -m pytest -v -rs -p no:cacheprovider \
 	  --junitxml=$(OUTPUT)/junit/integration-vm.xml tests/integration $(PYTEST_OPTS); rc=$$?; \
 	[ $$rc = 0 ] && r=ok || r=FAILED; \
 	echo "haul.live: VM suite $$r ($$((SECONDS - start)) s)"; exit $$rc

@@ -22,7 +22,7 @@ symlink to the checkout. The lab is brought up first (``tests/lab/lab up`` is id
 - HAUL_VMLAB=1 (``make test-vm``) runs the targets whose ``aliases`` has a line ``vmlab`` against
   the VM lab (tests/vmlab/vmlab, docs/vmlab.md) instead: vm1 on bookworm's 6.1 kernel, vm2 on
   trixie's 6.12, started afresh, and stopped at the end. A target marked ``vmlab_only`` is skipped
-  on the namespaced lab.
+  on the namespaced lab; one marked ``long`` too runs only with HAUL_LONG=1 (``make test-vm LONG=1``).
 - The full output of each target goes to tests/output/integration/NAME.log.
 
 See docs/development.md.
@@ -129,12 +129,15 @@ def discover():
         marks = []
         if 'disabled' in aliases(name):
             marks.append(pytest.mark.skip(reason='%s: disabled in its aliases file' % name))
-        elif 'long' in aliases(name) and not long_mode:
-            marks.append(pytest.mark.skip(reason='%s: a long fault-matrix target, run by make test-long '
-                                          '(HAUL_LONG=1), kept out of make test for CI time' % name))
         elif 'vmlab_only' in aliases(name) and not vmlab_mode():
             marks.append(pytest.mark.skip(reason='%s: needs the VM lab\'s stock kernels (soft-dirty tracking, '
                                           'a kernel update): runs in make test-vm (docs/vmlab.md)' % name))
+        elif 'long' in aliases(name) and not long_mode and vmlab_mode():
+            marks.append(pytest.mark.skip(reason='%s: a long VM lab target, run by make test-vm LONG=1 '
+                                          '(HAUL_LONG=1), kept out of CI for time' % name))
+        elif 'long' in aliases(name) and not long_mode:
+            marks.append(pytest.mark.skip(reason='%s: a long fault-matrix target, run by make test-long '
+                                          '(HAUL_LONG=1), kept out of make test for CI time' % name))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
