@@ -24,6 +24,8 @@ REQUESTS = STRATEGIES + ('auto',)
 DEFAULT_MAX_ROUNDS = 8
 DEFAULT_MIN_PAGES = 64
 DEFAULT_GROWTH = 0.10
+# the least a round must take off the round before (0.10: 10 %), else the rounds have stalled
+DEFAULT_MIN_SHRINK = 0.10
 DEFAULT_MAX_DOWNTIME_MS = 300
 DEFAULT_PAGE_SIZE = 4096
 
@@ -67,7 +69,11 @@ class Convergence(object):
     3. **growth** (P.Haul): the round wrote more than ``growth`` (default 10 %) more pages than
        the round before: the container dirties memory faster than the rounds copy it, more
        rounds will not help.
-    4. **max rounds**: ``max_rounds`` rounds (default 8) were made.
+    4. **stall**: the round took less than ``min_shrink`` (default 10 %) off the round before
+       (without growing past ``growth``): the rounds have reached what the container dirties in
+       one round's time, another round would copy about as much again and leave the final dump
+       no smaller. (A workload that dirties all its memory within a round stalls at round 2.)
+    5. **max rounds**: ``max_rounds`` rounds (default 8) were made.
 
     Each round is a dict of CRIU's pre-dump stats (``pages_written``, ``pages_scanned``,
     ``pages_skipped_parent``, ``memdump_time``, ``memwrite_time`` in microseconds, ...), plus
@@ -75,13 +81,15 @@ class Convergence(object):
     """
 
     def __init__(self, max_rounds=DEFAULT_MAX_ROUNDS, min_pages=DEFAULT_MIN_PAGES, growth=DEFAULT_GROWTH,
-                 max_downtime_ms=DEFAULT_MAX_DOWNTIME_MS, page_size=DEFAULT_PAGE_SIZE, rate_from_memwrite=True):
+                 max_downtime_ms=DEFAULT_MAX_DOWNTIME_MS, page_size=DEFAULT_PAGE_SIZE, rate_from_memwrite=True,
+                 min_shrink=DEFAULT_MIN_SHRINK):
         self.max_rounds = _number('max_rounds', max_rounds, minimum=1, integer=True)
         self.min_pages = _number('min_pages', min_pages, minimum=0, integer=True)
         self.growth = _number('growth', growth, minimum=0)
         self.max_downtime_ms = _number('max_downtime_ms', max_downtime_ms, minimum=0, allow_none=True)
         self.page_size = _number('page_size', page_size, minimum=1, integer=True)
         self.rate_from_memwrite = bool(rate_from_memwrite)
+        self.min_shrink = _number('min_shrink', min_shrink, minimum=0)
 
     def transfer_rate(self, rnd):
         """Bytes per second for one round: its ``transfer_bytes_per_s``, else the memwrite rate, else None."""
@@ -136,6 +144,12 @@ class Convergence(object):
                 return out(True, 'growth', 'round %d wrote %d pages, %.0f %% more than round %d (%d): '
                            'the container dirties memory faster than the rounds copy it (limit %s %%)'
                            % (n, pages, grew, n - 1, prev, _fmt(self.growth * 100)))
+            if pages > prev * (1.0 - self.min_shrink):
+                took = (prev - pages) * 100.0 / prev if prev else 0.0
+                return out(True, 'stall', 'round %d wrote %d pages, %.0f %% fewer than round %d (%d), under the '
+                           '%s %% a round must take off: the rounds no longer shrink what the container dirties, '
+                           'another round would copy about as much again'
+                           % (n, pages, max(took, 0.0), n - 1, prev, _fmt(self.min_shrink * 100)))
         if n >= self.max_rounds:
             return out(True, 'max_rounds', 'reached the maximum of %d rounds (round %d wrote %d pages)'
                        % (self.max_rounds, n, pages))
@@ -155,10 +169,11 @@ def _fmt(value):
 
 
 def decide(rounds, max_rounds=DEFAULT_MAX_ROUNDS, min_pages=DEFAULT_MIN_PAGES, growth=DEFAULT_GROWTH,
-           max_downtime_ms=DEFAULT_MAX_DOWNTIME_MS, page_size=DEFAULT_PAGE_SIZE, rate_from_memwrite=True):
+           max_downtime_ms=DEFAULT_MAX_DOWNTIME_MS, page_size=DEFAULT_PAGE_SIZE, rate_from_memwrite=True,
+           min_shrink=DEFAULT_MIN_SHRINK):
     """:meth:`Convergence.decide` with these settings (see :class:`Convergence` for the rule)."""
     return Convergence(max_rounds=max_rounds, min_pages=min_pages, growth=growth, max_downtime_ms=max_downtime_ms,
-                       page_size=page_size, rate_from_memwrite=rate_from_memwrite).decide(rounds)
+                       page_size=page_size, rate_from_memwrite=rate_from_memwrite, min_shrink=min_shrink).decide(rounds)
 
 
 # --------------------------------------------------------------------------- strategy

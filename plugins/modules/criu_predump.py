@@ -20,7 +20,8 @@ description:
   - "Rounds stop by the convergence rule: a round wrote O(min_pages) pages or fewer (P.Haul's rule); or the
     predicted freeze is within O(max_downtime_ms) (QEMU's rule: the pages the last round wrote, divided by the
     transfer rate); or a round wrote more than O(growth) more pages than the round before (P.Haul's rule: the
-    rounds do not converge); or O(max_rounds) rounds were made."
+    rounds do not converge); or a round took less than 10 % off the round before (the rounds have stalled at
+    what the container dirties in one round's time); or O(max_rounds) rounds were made."
   - The final dump is M(haul.live.criu_dump) with its C(parent_images) option set to RV(last_images).
   - Needs a kernel with memory dirty tracking (C(CONFIG_MEM_SOFT_DIRTY)). The module checks it first and, without
     it, fails with a message naming that option and changes nothing - the container keeps running and no images
@@ -186,7 +187,7 @@ stop_reason:
   type: str
   sample: "round 2 wrote 40 pages, not more than 64: the memory has converged"
 stop_rule:
-  description: Which rule stopped the rounds - C(min_pages), C(downtime), C(growth) or C(max_rounds).
+  description: Which rule stopped the rounds - C(min_pages), C(downtime), C(growth), C(stall) or C(max_rounds).
   returned: success
   type: str
   sample: min_pages

@@ -189,8 +189,9 @@ options:
         destination, and the measured rate of that transfer feeds the convergence rule. Inside the freeze the
         final dump writes only the pages changed since the last round (its parent).
       - Rounds stop at O(precopy.max_rounds), at a round of O(precopy.min_pages) pages or fewer, at a round
-        more than O(precopy.growth) larger than the one before, or when the predicted freeze (the last round's
-        pages divided by the measured transfer rate) is within O(precopy.max_downtime_ms).
+        more than O(precopy.growth) larger than the one before, at a round less than 10 % smaller than the one before, or
+        when the predicted freeze (the last round's pages divided by the measured transfer rate) is within
+        O(precopy.max_downtime_ms).
         docs/strategies.md explains the rule.
       - With O(lazy) too, the strategy is hybrid - the rounds, then a lazy final dump whose pages the
         destination fetches after it resumed the container (post-copy of what the rounds left).
